@@ -1,0 +1,434 @@
+"""The ``wraith`` command: serve, connect, keygen and demo.
+
+The CLI only fills :mod:`wraith.options` and runs a driver.  Every flag can
+also come from a ``WRAITH_*`` environment variable (``--known-hosts`` is
+``WRAITH_KNOWN_HOSTS``; repeatable flags take a comma-separated list; booleans
+take 1/true/yes).  Flags win over the environment.
+
+Output: the fingerprint, the ready-to-paste connect line and listener
+addresses go to stdout; logs go to stderr.  Both are flushed line by line.
+Errors are one line on stderr, with the exit codes in :mod:`wraith.errors`
+(2 usage, 3 cannot connect, 4 auth refused, 5 host key not trusted, 1 other).
+
+Heavy modules (paramiko, trio, asyncio drivers) are imported only once a
+command runs, so ``wraith --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CONNECT, EXIT_AUTH, EXIT_HOST_KEY = 0, 1, 2, 3, 4, 5
+
+EPILOG = """\
+exit codes: 0 ok, 1 runtime error (e.g. session lost), 2 bad usage or options,
+3 cannot connect, 4 authentication refused, 5 host key unknown or mismatching.
+Every flag can be set with a WRAITH_* environment variable, e.g. WRAITH_BACKEND=asyncio."""
+
+
+def _env_name(action: argparse.Action) -> str | None:
+    longs = [s for s in action.option_strings if s.startswith("--")]
+    if not longs:
+        return None
+    return "WRAITH_" + longs[0][2:].upper().replace("-", "_")
+
+
+def _apply_env(parser: argparse.ArgumentParser) -> None:
+    """Take defaults from WRAITH_* variables, and say so in --help."""
+    for action in parser._actions:
+        name = _env_name(action)
+        if name is None or action.dest in ("help", "version"):
+            continue
+        action.help = f"{action.help or ''} [env: {name}]".strip()
+        value = os.environ.get(name)
+        if value is None or value == "":
+            continue
+        if isinstance(action, argparse._StoreTrueAction):
+            action.default = value.strip().lower() in ("1", "true", "yes", "on")
+        elif isinstance(action, argparse._CountAction):
+            action.default = int(value) if value.isdigit() else 1
+        elif isinstance(action, argparse._AppendAction):
+            action.default = [v.strip() for v in value.split(",") if v.strip()]
+        else:
+            action.default = value
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--backend",
+        choices=("trio", "asyncio"),
+        default="trio",
+        help="I/O backend (default: trio)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("paramiko", "sansio"),
+        default="paramiko",
+        help="SSH engine (default: paramiko; sansio is not available yet)",
+    )
+    p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
+    p.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="log format on stderr"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wraith",
+        description="Self-hostable SSH tunnels: a SOCKS5 proxy and port forwards over SSH.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"wraith {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser(
+        "serve",
+        help="run a Wraith server",
+        description="Run a Wraith SSH server that serves tunnels (direct-tcpip and "
+        "tcpip-forward) to clients with an authorized Ed25519 key or certificate. "
+        "Shell, exec and every other session request are refused.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s.add_argument(
+        "--listen",
+        action="append",
+        metavar="URL",
+        help="listen address tcp://HOST:PORT, repeatable (default: tcp://127.0.0.1:2222)",
+    )
+    s.add_argument(
+        "--host-key",
+        metavar="KEY",
+        help="host private key, a path or the OpenSSH key text "
+        "(default: created as host_ed25519_key in the state directory)",
+    )
+    s.add_argument(
+        "--authorized-keys",
+        metavar="FILE",
+        help="OpenSSH authorized_keys, a path or its text (default: ~/.ssh/authorized_keys)",
+    )
+    s.add_argument(
+        "--cert-authority",
+        action="append",
+        metavar="FILE",
+        help="CA public key trusted to sign user certificates, repeatable",
+    )
+    s.add_argument(
+        "--allow-remote-bind",
+        action="store_true",
+        help="let -R forwards listen on non-loopback addresses (default: loopback only)",
+    )
+    s.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="state directory (default: $WRAITH_STATE_DIR or ~/.local/state/wraith)",
+    )
+    s.add_argument(
+        "--auth-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="close connections not authenticated within this time (default: 30)",
+    )
+    _common(s)
+
+    c = sub.add_parser(
+        "connect",
+        help="connect to a server and run SOCKS5 / port forwards",
+        description="Connect to a Wraith server (or OpenSSH sshd) and run a SOCKS5 proxy "
+        "(socks5h: names are resolved by the server) and OpenSSH-style port forwards. "
+        "With no -D, -L or -R, a SOCKS5 proxy opens on 127.0.0.1:1080.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    c.add_argument("target", nargs="?", metavar="TARGET", help="[user@]host[:port] or tcp://...")
+    c.add_argument(
+        "-D",
+        "--socks",
+        action="append",
+        metavar="[BIND:]PORT",
+        help="SOCKS5 listener, repeatable (default with no -D/-L/-R: 127.0.0.1:1080)",
+    )
+    c.add_argument(
+        "-L",
+        "--local",
+        action="append",
+        metavar="SPEC",
+        help="local forward [bind:]port:host:hostport, as ssh -L; repeatable",
+    )
+    c.add_argument(
+        "-R",
+        "--remote",
+        action="append",
+        metavar="SPEC",
+        help="remote forward [bind:]port:host:hostport, as ssh -R; repeatable",
+    )
+    c.add_argument(
+        "-i",
+        "--identity",
+        metavar="KEY",
+        help="Ed25519 private key, a path or the key text (default: ~/.ssh/id_ed25519)",
+    )
+    c.add_argument("--certificate", metavar="CERT", help="OpenSSH user certificate for -i")
+    c.add_argument("-l", "--user", metavar="USER", help="user name (default: the local user)")
+    c.add_argument(
+        "--host-key-fingerprint",
+        action="append",
+        metavar="SHA256:...",
+        help="trust the server host key with this fingerprint, repeatable",
+    )
+    c.add_argument(
+        "--known-hosts", metavar="FILE", help="OpenSSH known_hosts file to check the host key"
+    )
+    c.add_argument("--socks-user", metavar="USER", help="require this SOCKS5 user name")
+    c.add_argument("--socks-password", metavar="PASSWORD", help="require this SOCKS5 password")
+    c.add_argument(
+        "--socks-open",
+        action="store_true",
+        help="allow a non-loopback SOCKS listener without a password",
+    )
+    c.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="timeout for TCP connect, handshake and auth (default: 15)",
+    )
+    _common(c)
+
+    k = sub.add_parser(
+        "keygen",
+        help="write an Ed25519 key pair",
+        description="Write an OpenSSH Ed25519 key pair (PATH and PATH.pub) and print "
+        "its fingerprint.",
+    )
+    k.add_argument("-f", "--file", required=True, metavar="PATH", help="private key path")
+    k.add_argument("-C", "--comment", default="", help="comment for the public key")
+    k.add_argument("--force", action="store_true", help="overwrite an existing key")
+
+    d = sub.add_parser(
+        "demo",
+        help="run a server and a client on loopback and fetch a page through SOCKS5",
+        description="Generate keys, start `wraith serve` and `wraith connect` on loopback, "
+        "fetch a page from a local web server through the SOCKS5 port, show what happened, "
+        "and keep the tunnel up until Ctrl-C.",
+    )
+    d.add_argument("--once", action="store_true", help="exit after the fetch")
+    d.add_argument("--socks-port", type=int, default=0, help="SOCKS port (default: any free)")
+    _common(d)
+
+    for p in (s, c, k, d):
+        _apply_env(p)
+    return parser
+
+
+def _err(msg: str) -> None:
+    print(f"wraith: {msg}", file=sys.stderr, flush=True)
+
+
+def _line_buffered() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(line_buffering=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _line_buffered()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        if args.command == "keygen":
+            return _keygen(args)
+        if args.command == "demo":
+            from .demo import run_demo
+
+            return run_demo(args)
+        from .logs import setup_logging
+
+        setup_logging(args.verbose, args.log_format)
+        if args.command == "serve":
+            return _serve(args)
+        return _connect(args, parser)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return EXIT_OK
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from .ssh import keys
+
+    try:
+        fp = keys.generate_keypair(args.file, comment=args.comment, overwrite=args.force)
+    except (FileExistsError, OSError) as e:
+        _err(str(e))
+        return EXIT_ERROR
+    print(f"{fp} {args.file}")
+    return EXIT_OK
+
+
+def _run(backend: str, fn: Any, *a: Any) -> Any:
+    if backend == "asyncio":
+        import asyncio
+
+        return asyncio.run(fn(*a))
+    import trio
+
+    return trio.run(fn, *a)
+
+
+def _classify(e: BaseException) -> int | None:
+    from .config import ConfigError
+    from .errors import ConnectError
+    from .ssh.engine import AuthenticationFailed, HandshakeFailed
+    from .ssh.known_hosts import HostKeyError
+
+    if isinstance(e, ConfigError):
+        return EXIT_USAGE
+    if isinstance(e, ConnectError | HandshakeFailed):
+        return EXIT_CONNECT
+    if isinstance(e, AuthenticationFailed):
+        return EXIT_AUTH
+    if isinstance(e, HostKeyError):
+        return EXIT_HOST_KEY
+    return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .options import DEFAULT_LISTEN, ServeOptions
+
+    opts = ServeOptions(
+        listen=args.listen or [DEFAULT_LISTEN],
+        host_key=args.host_key,
+        authorized_keys=args.authorized_keys,
+        cert_authority=args.cert_authority or [],
+        allow_remote_bind=args.allow_remote_bind,
+        state_dir=args.state_dir,
+        engine=args.engine,
+        auth_timeout=args.auth_timeout,
+    )
+    try:
+        _run(args.backend, _serve_async(args.backend), opts)
+    except Exception as e:
+        code = _classify(e)
+        if code is None:
+            raise
+        _err(str(e))
+        return code
+    return EXIT_OK
+
+
+def _serve_async(backend: str) -> Any:
+    async def run(opts: Any) -> None:
+        if backend == "asyncio":
+            import asyncio
+
+            from .io_asyncio import serve
+        else:
+            import trio
+
+            from .io_trio import serve
+        from .ssh import keys
+
+        async with serve(opts) as server:
+            cfg = server.config
+            fp = keys.fingerprint(cfg.host_key.public_key())
+            if cfg.host_key_created:
+                print(f"created host key {cfg.state_dir / 'host_ed25519_key'}")
+            print(f"host key fingerprint: {fp}")
+            for host, port in server.addresses:
+                print(f"listening on tcp://{_url_host(host)}:{port}")
+            host, port = server.addresses[0]
+            shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+            print(
+                f"connect with: wraith connect --host-key-fingerprint {fp} "
+                f"{_url_host(shown)}:{port}"
+            )
+            if backend == "asyncio":
+                await asyncio.Event().wait()
+            else:
+                await trio.sleep_forever()
+
+    return run
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _connect(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .options import DEFAULT_SOCKS, ConnectOptions
+
+    if not args.target:
+        _err("connect: a TARGET ([user@]host[:port]) is required")
+        return EXIT_USAGE
+    socks = args.socks or []
+    if not socks and not args.local and not args.remote:
+        socks = [DEFAULT_SOCKS]
+    creds = None
+    if args.socks_user or args.socks_password:
+        if not (args.socks_user and args.socks_password):
+            _err("--socks-user and --socks-password go together")
+            return EXIT_USAGE
+        creds = (args.socks_user, args.socks_password)
+    opts = ConnectOptions(
+        target=args.target,
+        user=args.user,
+        identity=args.identity,
+        certificate=args.certificate,
+        host_key_fingerprints=args.host_key_fingerprint or [],
+        known_hosts=args.known_hosts,
+        socks=socks,
+        local_forwards=args.local or [],
+        remote_forwards=args.remote or [],
+        socks_credentials=creds,
+        socks_open=args.socks_open,
+        engine=args.engine,
+        connect_timeout=args.connect_timeout,
+    )
+    try:
+        reason = _run(args.backend, _connect_async(args.backend), opts)
+    except Exception as e:
+        code = _classify(e)
+        if code is None:
+            raise
+        _err(str(e))
+        return code
+    _err(f"SSH session lost: {reason}")
+    return EXIT_ERROR
+
+
+def _connect_async(backend: str) -> Any:
+    async def run(opts: Any) -> str:
+        if backend == "asyncio":
+            from .io_asyncio import connect
+        else:
+            from .io_trio import connect
+
+        async with connect(opts) as client:
+            print(f"connected to {client.config.target.hostport()} ({client.server_fingerprint})")
+            for host, port in client.socks_addresses:
+                print(f"SOCKS5 proxy listening on {_url_host(host)}:{port}")
+            for host, port in client.local_addresses:
+                print(f"local forward listening on {_url_host(host)}:{port}")
+            for entry in client.forwards.entries():
+                if entry.bound_port is not None:
+                    print(f"remote forward listening on server port {entry.bound_port}")
+            reason: str = await client.wait_closed()
+            return reason
+
+    return run
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

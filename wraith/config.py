@@ -1,0 +1,187 @@
+"""Turn :mod:`wraith.options` into what the drivers run: keys, policies, forwards.
+
+This is the part of start-up that both backends share: it reads files, parses
+specs and fails early with one clear line (:class:`ConfigError`) before any
+socket is opened.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from .options import ConnectOptions, KeySource, ServeOptions
+from .proto import forwards as fw
+from .proto import names
+from .proto.errors import RemoteProtocolError
+from .proto.target import Target, parse_target
+
+ENGINES = ("paramiko",)
+
+
+class ConfigError(Exception):
+    """Options that cannot work; the message is one line for the user."""
+
+
+def _engine(name: str) -> str:
+    if name not in ENGINES:
+        if name == "sansio":
+            raise ConfigError(
+                "engine 'sansio' is not available yet in this version; use --engine paramiko"
+            )
+        raise ConfigError(f"unknown engine {name!r} (choose from: {', '.join(ENGINES)})")
+    return name
+
+
+@dataclass
+class ServerConfig:
+    listen: list[Target]
+    host_key: Ed25519PrivateKey
+    host_key_created: bool
+    state_dir: Path
+    policy: object  # wraith.ssh.auth.AuthPolicy (kept loose to keep imports light)
+    engine: str
+    warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_options(cls, opts: ServeOptions) -> ServerConfig:
+        from .ssh import keys
+        from .ssh.auth import AuthPolicy
+        from .ssh.authorized_keys import AuthorizedKeysError
+
+        engine = _engine(opts.engine)
+        listen = []
+        for url in opts.listen:
+            try:
+                target = parse_target(url, allow_user=False, listen=True)
+            except RemoteProtocolError as e:
+                raise ConfigError(f"--listen: {e.msg}") from None
+            listen.append(target)
+        if not listen:
+            raise ConfigError("--listen: at least one address is needed")
+        state_dir = Path(opts.state_dir) if opts.state_dir else keys.default_state_dir()
+        warnings: list[str] = []
+        try:
+            if opts.host_key is not None:
+                host_key = keys.load_private_key(opts.host_key, what="host key")
+                created = False
+            else:
+                host_key, created = keys.load_or_create_host_key(state_dir)
+        except (keys.KeyLoadError, OSError) as e:
+            raise ConfigError(str(e)) from None
+        ak: KeySource | None = opts.authorized_keys
+        if ak is None:
+            ak = os.path.expanduser("~/.ssh/authorized_keys")
+            if not os.path.exists(ak):
+                warnings.append(
+                    f"{ak} does not exist: no plain key can log in "
+                    "(pass --authorized-keys or --cert-authority)"
+                )
+        try:
+            policy = AuthPolicy.from_sources(ak, list(opts.cert_authority))
+        except (AuthorizedKeysError, keys.KeyLoadError, OSError) as e:
+            raise ConfigError(str(e)) from None
+        return cls(
+            listen=listen,
+            host_key=host_key,
+            host_key_created=created,
+            state_dir=state_dir,
+            policy=policy,
+            engine=engine,
+            warnings=warnings,
+        )
+
+
+@dataclass
+class SocksListener:
+    forward: fw.DynamicForward
+    bind_host: str
+
+
+@dataclass
+class ClientConfig:
+    target: Target
+    username: str
+    identity: Ed25519PrivateKey
+    certificate: str | None
+    host_keys: object  # wraith.ssh.known_hosts.HostKeyPolicy
+    socks: list[SocksListener]
+    local: list[fw.LocalForward]
+    registry: fw.ForwardRegistry
+    socks_credentials: tuple[str, str] | None
+    engine: str
+    connect_timeout: float
+
+    @classmethod
+    def from_options(cls, opts: ConnectOptions) -> ClientConfig:
+        from .ssh import keys
+        from .ssh.known_hosts import HostKeyPolicy
+
+        engine = _engine(opts.engine)
+        try:
+            target = parse_target(opts.target)
+        except RemoteProtocolError as e:
+            raise ConfigError(e.msg) from None
+        username = opts.user or target.user or getpass.getuser()
+        identity_src: KeySource = opts.identity or os.path.expanduser("~/.ssh/id_ed25519")
+        try:
+            identity = keys.load_private_key(identity_src, what="identity")
+            certificate = None
+            if opts.certificate is not None:
+                cert = keys.load_certificate(opts.certificate)
+                certificate = cert.public_bytes().decode("ascii")
+        except (keys.KeyLoadError, OSError) as e:
+            raise ConfigError(str(e)) from None
+        try:
+            host_keys = HostKeyPolicy(
+                fingerprints=list(opts.host_key_fingerprints), known_hosts=opts.known_hosts
+            )
+        except (ValueError, OSError) as e:
+            raise ConfigError(str(e)) from None
+        socks: list[SocksListener] = []
+        local: list[fw.LocalForward] = []
+        registry = fw.ForwardRegistry()
+        try:
+            for spec in opts.socks:
+                d = fw.parse_dynamic(spec)
+                socks.append(SocksListener(d, fw.effective_bind_host(d.bind_host)))
+            for spec in opts.local_forwards:
+                local.append(fw.parse_local(spec))
+            for spec in opts.remote_forwards:
+                registry.add(fw.parse_remote(spec))
+        except fw.ForwardSpecError as e:
+            raise ConfigError(e.msg) from None
+        creds = opts.socks_credentials
+        for s in socks:
+            if not names.is_loopback(s.bind_host) and creds is None and not opts.socks_open:
+                raise ConfigError(
+                    f"SOCKS listener {s.forward.spec()} is not on loopback: refusing to run an "
+                    "open proxy; set --socks-user/--socks-password, or --socks-open if you "
+                    "really mean it"
+                )
+        return cls(
+            target=target,
+            username=username,
+            identity=identity,
+            certificate=certificate,
+            host_keys=host_keys,
+            socks=socks,
+            local=local,
+            registry=registry,
+            socks_credentials=creds,
+            engine=engine,
+            connect_timeout=opts.connect_timeout,
+        )
+
+
+def rfwd_bind_address(bind_host: str | None) -> str:
+    """The address a ``tcpip-forward`` request carries for an ``-R`` bind, as ssh(1) sends it."""
+    if bind_host is None:
+        return "localhost"
+    if bind_host in ("", "*"):
+        return ""
+    return bind_host

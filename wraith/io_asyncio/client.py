@@ -1,0 +1,298 @@
+"""``connect()`` on asyncio: one SSH session, ``open_stream()``, SOCKS5, ``-L`` and ``-R``.
+
+The twin of :mod:`wraith.io_trio.client`; see there for the theory of operation.
+``open_stream()`` returns the standard ``(StreamReader, StreamWriter)`` pair.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from ..config import ClientConfig, rfwd_bind_address
+from ..errors import ConnectError
+from ..options import ConnectOptions
+from ..proto import forwards as fw
+from ..proto import socks5, tunnel
+from ..ssh import engine as e
+from ..ssh.known_hosts import HostKeyPolicy
+from ..ssh.paramiko_engine import ParamikoClientSession
+from .server import DialError, dial
+from .streams import open_channel_streams, reset, splice
+from .wake import Notifier, wait_pending
+
+log = logging.getLogger("wraith.client")
+
+#: Seconds a local SOCKS client has to send its complete request.
+SOCKS_HANDSHAKE_TIMEOUT = 30.0
+
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def _establish(cfg: ClientConfig) -> e.ClientSession:
+    target = cfg.target
+    assert isinstance(cfg.host_keys, HostKeyPolicy)
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(cfg.connect_timeout):
+            try:
+                raw = await _tcp_connect(loop, target.host, target.port)
+            except OSError as exc:
+                raise ConnectError(
+                    f"cannot connect to {target.hostport()}: {(exc.strerror or str(exc)).lower()}"
+                ) from None
+            pending = ParamikoClientSession.connect(
+                raw,
+                host=target.host,
+                port=target.port,
+                username=cfg.username,
+                identity=cfg.identity,
+                certificate=cfg.certificate,
+                host_keys=cfg.host_keys,
+                timeout=cfg.connect_timeout,
+            )
+            return await wait_pending(pending)
+    except TimeoutError:
+        raise ConnectError(
+            f"cannot connect to {target.hostport()}: timed out after {cfg.connect_timeout:g}s"
+        ) from None
+
+
+async def _tcp_connect(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    first: OSError | None = None
+    for family, type_, proto, _, addr in infos:
+        sock = socket.socket(family, type_, proto)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, addr)
+            return sock
+        except OSError as exc:
+            sock.close()
+            first = first or exc
+        except BaseException:
+            sock.close()
+            raise
+    raise first or OSError(f"no address for {host}")
+
+
+class Client:
+    """A connected Wraith client (asyncio)."""
+
+    def __init__(self, cfg: ClientConfig, session: e.ClientSession) -> None:
+        self.config = cfg
+        self.session = session
+        self.forwards: fw.ForwardRegistry = cfg.registry
+        self.socks_addresses: list[tuple[str, int]] = []
+        self.local_addresses: list[tuple[str, int]] = []
+        self.closed_reason: str | None = None
+        self._closed = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._servers: list[asyncio.Server] = []
+
+    @property
+    def server_fingerprint(self) -> str:
+        return self.session.server_fingerprint
+
+    async def open_stream(self, host: str, port: int) -> Streams:
+        """A ``(StreamReader, StreamWriter)`` to ``host:port``, dialled by the server.
+
+        Raises :class:`wraith.ssh.engine.ChannelOpenFailed` if the server refuses
+        or cannot reach it, :class:`wraith.ssh.engine.SessionClosed` if the
+        session is gone.
+        """
+        channel = await self._open(host, port, ("127.0.0.1", 0))
+        return await open_channel_streams(channel)
+
+    async def wait_closed(self) -> str:
+        """Wait until the SSH session ends; return why."""
+        await self._closed.wait()
+        return self.closed_reason or "closed"
+
+    async def _open(self, host: str, port: int, origin: tuple[str, int]) -> e.Channel:
+        if not self.session.active:
+            raise e.SessionClosed(self.closed_reason or "session closed")
+        pending = self.session.open_direct_tcpip(host, port, origin[0], origin[1])
+        return await wait_pending(pending)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _track(self) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)  # type: ignore[arg-type]
+            task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
+
+    # -- session events ---------------------------------------------------------
+
+    async def _events(self) -> None:
+        notifier = Notifier()
+        self.session.set_waker(notifier.wake)
+        try:
+            while True:
+                ev = await notifier.poll(self.session.next_event)
+                if isinstance(ev, e.Closed):
+                    self.closed_reason = ev.reason
+                    log.warning("SSH session closed: %s", ev.reason)
+                    break
+                if isinstance(ev, e.ForwardedConnection):
+                    self._spawn(self._forwarded(ev))
+        finally:
+            self.session.set_waker(None)
+            self._closed.set()
+
+    async def _forwarded(self, ev: e.ForwardedConnection) -> None:
+        entry = self.forwards.find_remote(ev.bind_host, ev.bind_port)
+        if entry is None or not isinstance(entry.forward, fw.RemoteForward):
+            ev.channel.close()
+            return
+        dest = entry.forward
+        try:
+            local = await dial(dest.dest_host, dest.dest_port, 10.0)
+        except DialError:
+            log.info("remote forward on port %d: local destination unreachable", ev.bind_port)
+            ev.channel.close()
+            return
+        await splice(local, await open_channel_streams(ev.channel))
+
+    async def _register_remote(self) -> None:
+        for entry in self.forwards.pending_remote():
+            f = entry.forward
+            assert isinstance(f, fw.RemoteForward)
+            pending = self.session.request_forward(rfwd_bind_address(f.bind_host), f.bind_port)
+            try:
+                port = await wait_pending(pending)
+            except e.EngineError as exc:
+                self.forwards.mark_failed(entry.id, str(exc))
+                log.warning("remote forward of port %d refused by the server", f.bind_port)
+                continue
+            self.forwards.mark_active(entry.id, port)
+            log.info("remote forward listening on server port %d", port)
+
+    # -- local listeners --------------------------------------------------------
+
+    async def _listen(
+        self, host: str, port: int, what: str, handler: Callable[[Streams], Awaitable[None]]
+    ) -> list[tuple[str, int]]:
+        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self._track()
+            await handler((reader, writer))
+
+        try:
+            server = await asyncio.start_server(
+                on_connect, host, port, limit=1024 * 1024, backlog=1024
+            )
+        except OSError as exc:
+            raise ConnectError(
+                f"cannot listen for {what} on {host}:{port}: {(exc.strerror or str(exc)).lower()}"
+            ) from None
+        self._servers.append(server)
+        return [(str(s.getsockname()[0]), int(s.getsockname()[1])) for s in server.sockets]
+
+    async def _socks(self, local: Streams) -> None:
+        reader, writer = local
+        creds = self.config.socks_credentials
+        machine = socks5.SocksServer(credentials=dict([creds]) if creds else None)
+        request: socks5.ConnectRequest | None = None
+        try:
+            async with asyncio.timeout(SOCKS_HANDSHAKE_TIMEOUT):
+                while request is None:
+                    ev = machine.next_event()
+                    out = machine.data_to_send()
+                    if out:
+                        writer.write(out)
+                        await writer.drain()
+                    if isinstance(ev, socks5.ConnectRequest):
+                        request = ev
+                    else:
+                        machine.receive_data(await reader.read(4096))
+        except socks5.SocksError as exc:
+            log.debug("bad SOCKS request: %s", exc.msg)
+            await _flush_and_close(writer, machine.data_to_send())
+            return
+        except (TimeoutError, OSError):
+            writer.close()
+            return
+        origin = writer.get_extra_info("peername") or ("127.0.0.1", 0)
+        try:
+            channel = await self._open(request.host, request.port, (origin[0], origin[1]))
+        except e.ChannelOpenFailed as exc:
+            machine.reply(tunnel.socks_reply_for_open_failure(exc.code, exc.description))
+            await _flush_and_close(writer, machine.data_to_send())
+            return
+        except e.EngineError:
+            machine.reply(socks5.Reply.GENERAL_FAILURE)
+            await _flush_and_close(writer, machine.data_to_send())
+            return
+        machine.reply(socks5.Reply.SUCCEEDED)
+        remote = await open_channel_streams(channel)
+        try:
+            writer.write(machine.data_to_send())
+            if machine.trailing_data:
+                remote[1].write(machine.trailing_data)
+            await writer.drain()
+        except OSError:
+            remote[1].transport.abort()
+            reset(writer)
+            return
+        await splice(local, remote)
+
+    async def _local(self, forward: fw.LocalForward, local: Streams) -> None:
+        origin = local[1].get_extra_info("peername") or ("127.0.0.1", 0)
+        try:
+            channel = await self._open(forward.dest_host, forward.dest_port, origin)
+        except e.EngineError:
+            reset(local[1])
+            return
+        await splice(local, await open_channel_streams(channel))
+
+    async def _shutdown(self) -> None:
+        for server in self._servers:
+            server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+
+
+async def _flush_and_close(writer: asyncio.StreamWriter, data: bytes) -> None:
+    with contextlib.suppress(OSError):
+        if data:
+            writer.write(data)
+            await writer.drain()
+    writer.close()
+
+
+@asynccontextmanager
+async def connect(opts: ConnectOptions) -> AsyncIterator[Client]:
+    """Connect to a Wraith (or OpenSSH) server; the session lasts for the block."""
+    cfg = ClientConfig.from_options(opts)
+    session = await _establish(cfg)
+    client = Client(cfg, session)
+    try:
+        client._spawn(client._events())
+        for s in cfg.socks:
+            client.socks_addresses += await client._listen(
+                s.bind_host, s.forward.bind_port, "SOCKS", client._socks
+            )
+        for lf in cfg.local:
+
+            async def handler(local: Streams, lf: fw.LocalForward = lf) -> None:
+                await client._local(lf, local)
+
+            client.local_addresses += await client._listen(
+                fw.effective_bind_host(lf.bind_host), lf.bind_port, "-L", handler
+            )
+        await client._register_remote()
+        yield client
+    finally:
+        session.close()
+        await client._shutdown()

@@ -1,0 +1,248 @@
+"""``serve()`` on asyncio: listeners, one task per SSH session, dials and ``-R`` listeners.
+
+The twin of :mod:`wraith.io_trio.server`; see there for the theory of operation.
+No log line names a destination.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from ..config import ConfigError, ServerConfig
+from ..options import ServeOptions
+from ..proto import tunnel
+from ..ssh import engine as e
+from ..ssh.paramiko_engine import ParamikoServerEngine
+from .streams import open_channel_streams, reset, splice
+from .wake import Notifier, wait_pending
+
+log = logging.getLogger("wraith.server")
+
+
+@dataclass
+class Server:
+    """A running server: its bound ``(host, port)`` addresses and its config."""
+
+    addresses: list[tuple[str, int]]
+    config: ServerConfig
+
+
+async def dial(
+    host: str, port: int, timeout: float
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to ``host:port``; raise ``DialError`` with the open-failure text."""
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(timeout):
+            try:
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except socket.gaierror:
+                raise DialError(tunnel.describe_dial_error(None, dns=True)) from None
+            first: OSError | None = None
+            for family, type_, proto, _, addr in infos:
+                sock = socket.socket(family, type_, proto)
+                sock.setblocking(False)
+                try:
+                    await loop.sock_connect(sock, addr)
+                except OSError as exc:
+                    sock.close()
+                    first = first or exc
+                    continue
+                except BaseException:
+                    sock.close()
+                    raise
+                return await asyncio.open_connection(sock=sock, limit=1024 * 1024)
+            raise DialError(tunnel.describe_dial_error(first.errno if first else None))
+    except TimeoutError:
+        raise DialError(tunnel.TIMED_OUT) from None
+
+
+class DialError(Exception):
+    pass
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, type_, proto, _, addr = infos[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(addr)
+        sock.listen(1024)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class _Session:
+    def __init__(self, session: e.ServerSession, peer: tuple[str, int], opts: ServeOptions):
+        self.session = session
+        self.peer = peer
+        self.opts = opts
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.forwards: dict[tuple[str, int], asyncio.Server] = {}
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def run(self) -> None:
+        notifier = Notifier()
+        self.session.set_waker(notifier.wake)
+        loop = asyncio.get_running_loop()
+        deadline: float | None = loop.time() + self.opts.auth_timeout
+        try:
+            while True:
+                event = notifier.event()
+                ev = self.session.next_event()
+                if ev is None:
+                    wait_until = None if self.session.authenticated else deadline
+                    try:
+                        async with asyncio.timeout_at(wait_until):
+                            await event.wait()
+                    except TimeoutError:
+                        log.info(
+                            "auth timeout src=%s port=%d: closing unauthenticated connection",
+                            *self.peer,
+                        )
+                        self.session.close("authentication timeout")
+                        deadline = None
+                    continue
+                if isinstance(ev, e.Closed):
+                    break
+                self._dispatch(ev)
+        finally:
+            self.session.set_waker(None)
+            self.session.close()
+            for server in self.forwards.values():
+                server.close()
+            for task in list(self.tasks):
+                task.cancel()
+            for task in list(self.tasks):
+                with contextlib.suppress(BaseException):
+                    await task
+            log.info("session closed src=%s port=%d", *self.peer)
+
+    def _dispatch(self, ev: e.ServerEvent) -> None:
+        if isinstance(ev, e.Authenticated):
+            log.debug("session authenticated src=%s port=%d", *self.peer)
+        elif isinstance(ev, e.DirectTcpipRequested):
+            self._spawn(self._direct(ev))
+        elif isinstance(ev, e.ForwardListening):
+            self._spawn(self._forward_listener(ev))
+        elif isinstance(ev, e.ForwardCancelled):
+            server = self.forwards.pop((ev.bind_host, ev.bind_port), None)
+            if server is not None:
+                server.close()
+
+    async def _direct(self, ev: e.DirectTcpipRequested) -> None:
+        try:
+            local = await dial(ev.host, ev.port, self.opts.dial_timeout)
+        except DialError as exc:
+            ev.reject(e.OpenFailure.CONNECT_FAILED, str(exc))
+            return
+        try:
+            channel = ev.accept()
+        except Exception:
+            reset(local[1])
+            raise
+        await splice(local, await open_channel_streams(channel))
+
+    async def _forward_listener(self, ev: e.ForwardListening) -> None:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self.tasks.add(task)  # type: ignore[arg-type]
+            try:
+                await self._forwarded(ev, reader, writer)
+            finally:
+                self.tasks.discard(task)  # type: ignore[arg-type]
+
+        server = await asyncio.start_server(handler, sock=ev.sock, limit=1024 * 1024)
+        self.forwards[(ev.bind_host, ev.bind_port)] = server
+
+    async def _forwarded(
+        self, ev: e.ForwardListening, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        addr = writer.get_extra_info("peername") or ("127.0.0.1", 0)
+        pending = self.session.open_forwarded(ev.bind_host, ev.bind_port, addr[0], addr[1])
+        try:
+            channel = await wait_pending(pending)
+        except e.EngineError:
+            reset(writer)
+            return
+        await splice((reader, writer), await open_channel_streams(channel))
+
+
+@asynccontextmanager
+async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
+    """Run a Wraith server until the ``async with`` block exits."""
+    config = ServerConfig.from_options(opts)
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    from ..ssh.auth import AuthPolicy
+
+    assert isinstance(config.policy, AuthPolicy)
+    engine = ParamikoServerEngine(
+        config.host_key, config.policy, allow_remote_bind=opts.allow_remote_bind
+    )
+    listeners: list[socket.socket] = []
+    for target in config.listen:
+        try:
+            listeners.append(_bind(target.host, target.port))
+        except OSError as exc:
+            for sock in listeners:
+                sock.close()
+            raise ConfigError(f"cannot listen on {target.url()}: {exc.strerror or exc}") from None
+    addresses = [(str(s.getsockname()[0]), int(s.getsockname()[1])) for s in listeners]
+    server = Server(addresses=addresses, config=config)
+    loop = asyncio.get_running_loop()
+    sessions: set[asyncio.Task[None]] = set()
+
+    async def handle(raw: socket.socket, addr: tuple[str, int]) -> None:
+        peer = (str(addr[0]), int(addr[1]))
+        log.info("connection from src=%s port=%d", *peer)
+        try:
+            session = engine.accept(raw, peer)
+        except Exception as exc:
+            log.warning("session set-up failed src=%s port=%d: %s", *peer, exc)
+            raw.close()
+            return
+        await _Session(session, peer, opts).run()
+
+    async def accept_loop(listener: socket.socket) -> None:
+        while True:
+            try:
+                raw, addr = await loop.sock_accept(listener)
+            except OSError as exc:
+                log.warning("accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            task = asyncio.ensure_future(handle(raw, addr))
+            sessions.add(task)
+            task.add_done_callback(sessions.discard)
+
+    acceptors = [asyncio.ensure_future(accept_loop(sock)) for sock in listeners]
+    try:
+        yield server
+    finally:
+        for task in acceptors:
+            task.cancel()
+        for sock in listeners:
+            sock.close()
+        for task in list(sessions):
+            task.cancel()
+        for task in [*acceptors, *sessions]:
+            with contextlib.suppress(BaseException):
+                await task

@@ -1,0 +1,244 @@
+"""asyncio streams over engine channels, and the splice between two stream pairs.
+
+:func:`open_channel_streams` wraps a channel in an ``asyncio.Transport`` so that
+``client.open_stream()`` returns the standard ``(StreamReader, StreamWriter)``
+pair.  Backpressure both ways: the reader task stops polling the channel when
+the ``StreamReader`` pauses reading (so the SSH window is not replenished), and
+``writer.drain()`` waits while more than one window is buffered.
+
+A channel cut by a lost session is not a clean end of stream: the reader gets
+``ConnectionResetError`` and :func:`splice` resets the local socket (RST via
+``SO_LINGER`` 0) instead of sending FIN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from typing import Any
+
+from ..ssh.engine import Channel, ChannelClosed
+from .wake import Notifier
+
+READ_SIZE = 256 * 1024
+WRITE_HIGH_WATER = 2 * 1024 * 1024
+STREAM_LIMIT = 1024 * 1024
+
+
+class SessionLost(ConnectionResetError):
+    """The SSH session died under this channel."""
+
+
+class ChannelTransport(asyncio.Transport):
+    def __init__(self, channel: Channel, protocol: asyncio.Protocol) -> None:
+        super().__init__()
+        self.channel = channel
+        self._protocol = protocol
+        self._notifier = Notifier()
+        channel.set_waker(self._notifier.wake)
+        self._buffer = bytearray()
+        self._eof_pending = False
+        self._closing = False
+        self._reading = asyncio.Event()
+        self._reading.set()
+        self._write_paused = False
+        self._done = False
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run())
+
+    # asyncio.Transport API ----------------------------------------------------
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "channel":
+            return self.channel
+        return default
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        self._closing = True
+        self._notifier.wake()
+
+    def abort(self) -> None:
+        self._closing = True
+        self._buffer.clear()
+        self._finish(None)
+
+    def is_reading(self) -> bool:
+        return self._reading.is_set()
+
+    def pause_reading(self) -> None:
+        self._reading.clear()
+
+    def resume_reading(self) -> None:
+        self._reading.set()
+        self._notifier.wake()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:  # type: ignore[override]
+        if self._eof_pending or self._closing:
+            raise RuntimeError("cannot write after write_eof() or close()")
+        self._buffer += data
+        self._notifier.wake()
+        if not self._write_paused and len(self._buffer) > WRITE_HIGH_WATER:
+            self._write_paused = True
+            self._protocol.pause_writing()
+
+    def write_eof(self) -> None:
+        self._eof_pending = True
+        self._notifier.wake()
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def get_write_buffer_size(self) -> int:
+        return len(self._buffer)
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        assert isinstance(protocol, asyncio.Protocol)
+        self._protocol = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._protocol
+
+    # the pump -------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        ch = self.channel
+        read_done = False
+        eof_sent = False
+        try:
+            while not self._done:
+                event = self._notifier.event()
+                progressed = False
+                if self._buffer:
+                    try:
+                        sent = ch.write(self._buffer)
+                    except ChannelClosed:
+                        self._finish(SessionLost("SSH session lost") if ch.lost else None)
+                        return
+                    if sent:
+                        del self._buffer[:sent]
+                        progressed = True
+                        if self._write_paused and len(self._buffer) <= WRITE_HIGH_WATER // 4:
+                            self._write_paused = False
+                            self._protocol.resume_writing()
+                if not self._buffer and self._eof_pending and not eof_sent:
+                    ch.write_eof()
+                    eof_sent = True
+                if not self._buffer and self._closing:
+                    self._finish(None)
+                    return
+                if not read_done and self._reading.is_set():
+                    data = ch.read(READ_SIZE)
+                    if data:
+                        self._protocol.data_received(data)
+                        progressed = True
+                    elif data == b"":
+                        read_done = True
+                        if ch.lost:
+                            self._finish(SessionLost("SSH session lost"))
+                            return
+                        keep_open = self._protocol.eof_received()
+                        if not keep_open and eof_sent:
+                            self._finish(None)
+                            return
+                if read_done and ch.closed and not self._buffer:
+                    self._finish(None)
+                    return
+                if progressed:
+                    await asyncio.sleep(0)
+                else:
+                    await event.wait()
+        except asyncio.CancelledError:
+            self._finish(None)
+            raise
+
+    def _finish(self, exc: Exception | None) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._closing = True
+        self.channel.set_waker(None)
+        self.channel.close()
+        if self._task is not asyncio.current_task():
+            self._task.cancel()
+        self._protocol.connection_lost(exc)
+
+
+async def open_channel_streams(
+    channel: Channel,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=STREAM_LIMIT, loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport = ChannelTransport(channel, protocol)
+    protocol.connection_made(transport)
+    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+    return reader, writer
+
+
+def set_reset_on_close(writer: asyncio.StreamWriter) -> None:
+    """Make closing this socket send RST instead of FIN."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    set_reset_on_close(writer)
+    writer.transport.abort()
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(OSError, asyncio.CancelledError):
+        await writer.wait_closed()
+
+
+async def splice(
+    local: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+    remote: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+) -> None:
+    """Copy both ways until both ends are done; reset ``local`` if the tunnel broke."""
+    (lr, lw), (rr, rw) = local, remote
+
+    async def copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            data = await reader.read(READ_SIZE)
+            if not data:
+                break
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+
+    up = asyncio.ensure_future(copy(lr, rw))
+    down = asyncio.ensure_future(copy(rr, lw))
+    completed = False
+    try:
+        pending: set[asyncio.Future[None]] = {up, down}
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if any(t.exception() is not None for t in done):
+                break
+        else:
+            completed = True
+    finally:
+        for t in (up, down):
+            if not t.done():
+                t.cancel()
+        for t in (up, down):
+            with contextlib.suppress(BaseException):
+                await t
+        if completed:
+            await _close(lw)
+        else:
+            reset(lw)
+        if completed:
+            rw.close()
+        else:
+            rw.transport.abort()

@@ -1,0 +1,60 @@
+"""Wake-ups from engine threads into the asyncio loop.
+
+An engine calls :meth:`Notifier.wake` from any thread whenever something may
+have changed; tasks take :meth:`Notifier.event` *before* polling the engine and
+wait on it only if polling made no progress, so no wake-up is ever lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TypeVar
+
+from ..ssh.engine import Pending
+
+T = TypeVar("T")
+
+
+class Notifier:
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+        self._scheduled = False
+
+    def wake(self) -> None:
+        """Thread-safe and cheap; repeated calls before the loop runs coalesce."""
+        if self._scheduled:
+            return
+        self._scheduled = True
+        try:
+            self._loop.call_soon_threadsafe(self._fire)
+        except RuntimeError:  # loop closed
+            pass
+
+    def _fire(self) -> None:
+        self._scheduled = False
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    def event(self) -> asyncio.Event:
+        return self._event
+
+    async def poll(self, check: Callable[[], T | None]) -> T:
+        while True:
+            event = self._event
+            value = check()
+            if value is not None:
+                return value
+            await event.wait()
+
+
+async def wait_pending(pending: Pending[T]) -> T:
+    """Wait for an engine operation and return its result (or raise its error)."""
+    notifier = Notifier()
+    pending.set_waker(notifier.wake)
+    try:
+        await notifier.poll(lambda: True if pending.done else None)
+    finally:
+        pending.set_waker(None)
+    return pending.result()

@@ -1,0 +1,209 @@
+"""``serve()`` on trio: listeners, one task per SSH session, dials and ``-R`` listeners.
+
+Each accepted TCP connection is handed (as a plain socket) to the engine, and a
+task then loops on the session's events: dial a ``direct-tcpip`` destination
+in its own task (so a slow destination delays nobody else), run an accept loop
+per granted ``tcpip-forward``, and tear everything down when the session ends.
+No log line names a destination.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import trio
+
+from ..config import ServerConfig
+from ..options import ServeOptions
+from ..proto import tunnel
+from ..ssh import engine as e
+from ..ssh.paramiko_engine import ParamikoServerEngine
+from .streams import ChannelStream, reset, splice
+from .wake import Notifier, wait_pending
+
+log = logging.getLogger("wraith.server")
+
+
+@dataclass
+class Server:
+    """A running server: its bound ``(host, port)`` addresses and its config."""
+
+    addresses: list[tuple[str, int]]
+    config: ServerConfig
+
+
+def _dial_error(exc: BaseException) -> str:
+    if isinstance(exc, socket.gaierror):
+        return tunnel.describe_dial_error(None, dns=True)
+    errno = getattr(exc, "errno", None)
+    cause = exc.__cause__
+    if errno is None and isinstance(cause, BaseExceptionGroup):
+        for sub in cause.exceptions:
+            errno = getattr(sub, "errno", None)
+            if errno is not None:
+                break
+    return tunnel.describe_dial_error(errno)
+
+
+async def _bind(target_host: str, port: int) -> trio.socket.SocketType:
+    infos = await trio.socket.getaddrinfo(
+        target_host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    family, type_, proto, _, addr = infos[0]
+    sock = trio.socket.socket(family, type_, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    await sock.bind(addr)
+    sock.listen(1024)
+    return sock
+
+
+class _Session:
+    def __init__(self, session: e.ServerSession, peer: tuple[str, int], opts: ServeOptions):
+        self.session = session
+        self.peer = peer
+        self.opts = opts
+        self.forwards: dict[tuple[str, int], trio.CancelScope] = {}
+
+    async def run(self) -> None:
+        notifier = Notifier()
+        self.session.set_waker(notifier.wake)
+        deadline = trio.current_time() + self.opts.auth_timeout
+        try:
+            async with trio.open_nursery() as nursery:
+                while True:
+                    event = notifier.event()
+                    ev = self.session.next_event()
+                    if ev is None:
+                        wait_until = math.inf if self.session.authenticated else deadline
+                        with trio.move_on_at(wait_until):
+                            await event.wait()
+                            continue
+                        log.info(
+                            "auth timeout src=%s port=%d: closing unauthenticated connection",
+                            *self.peer,
+                        )
+                        self.session.close("authentication timeout")
+                        deadline = math.inf
+                        continue
+                    if isinstance(ev, e.Closed):
+                        nursery.cancel_scope.cancel()
+                        break
+                    self._dispatch(ev, nursery)
+        finally:
+            self.session.set_waker(None)
+            self.session.close()
+            log.info("session closed src=%s port=%d", *self.peer)
+
+    def _dispatch(self, ev: e.ServerEvent, nursery: trio.Nursery) -> None:
+        if isinstance(ev, e.Authenticated):
+            log.debug("session authenticated src=%s port=%d", *self.peer)
+        elif isinstance(ev, e.DirectTcpipRequested):
+            nursery.start_soon(self._direct, ev)
+        elif isinstance(ev, e.ForwardListening):
+            scope = trio.CancelScope()
+            self.forwards[(ev.bind_host, ev.bind_port)] = scope
+            nursery.start_soon(self._forward_listener, ev, scope)
+        elif isinstance(ev, e.ForwardCancelled):
+            scope = self.forwards.pop((ev.bind_host, ev.bind_port), None)
+            if scope is not None:
+                scope.cancel()
+
+    async def _direct(self, ev: e.DirectTcpipRequested) -> None:
+        try:
+            with trio.fail_after(self.opts.dial_timeout):
+                stream = await trio.open_tcp_stream(ev.host, ev.port)
+        except trio.TooSlowError:
+            ev.reject(e.OpenFailure.CONNECT_FAILED, tunnel.TIMED_OUT)
+            return
+        except OSError as exc:
+            ev.reject(e.OpenFailure.CONNECT_FAILED, _dial_error(exc))
+            return
+        try:
+            channel = ev.accept()
+        except Exception:
+            await reset(stream)
+            raise
+        await splice(stream, ChannelStream(channel))
+
+    async def _forward_listener(self, ev: e.ForwardListening, scope: trio.CancelScope) -> None:
+        listener = trio.socket.from_stdlib_socket(ev.sock)
+        with scope, listener:
+            async with trio.open_nursery() as nursery:
+                while True:
+                    conn, addr = await listener.accept()
+                    nursery.start_soon(self._forwarded, ev, trio.SocketStream(conn), addr)
+
+    async def _forwarded(
+        self, ev: e.ForwardListening, stream: trio.SocketStream, addr: tuple[str, int]
+    ) -> None:
+        pending = self.session.open_forwarded(ev.bind_host, ev.bind_port, addr[0], addr[1])
+        try:
+            channel = await wait_pending(pending)
+        except e.EngineError:
+            await reset(stream)
+            return
+        await splice(stream, ChannelStream(channel))
+
+
+@asynccontextmanager
+async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
+    """Run a Wraith server until the ``async with`` block exits."""
+    config = ServerConfig.from_options(opts)
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    from ..ssh.auth import AuthPolicy
+
+    assert isinstance(config.policy, AuthPolicy)
+    engine = ParamikoServerEngine(
+        config.host_key, config.policy, allow_remote_bind=opts.allow_remote_bind
+    )
+    listeners = []
+    try:
+        for target in config.listen:
+            listeners.append(await _bind(target.host, target.port))
+    except OSError as exc:
+        for sock in listeners:
+            sock.close()
+        from ..config import ConfigError
+
+        raise ConfigError(f"cannot listen on {target.url()}: {exc.strerror or exc}") from None
+    addresses = [tuple(s.getsockname()[:2]) for s in listeners]
+    server = Server(addresses=addresses, config=config)  # type: ignore[arg-type]
+
+    async def accept_loop(listener: trio.socket.SocketType, nursery: trio.Nursery) -> None:
+        with listener:
+            while True:
+                try:
+                    conn, addr = await listener.accept()
+                except OSError as exc:  # EMFILE and friends: keep serving
+                    log.warning("accept failed: %s", exc)
+                    await trio.sleep(0.1)
+                    continue
+                nursery.start_soon(handle, conn, addr)
+
+    async def handle(conn: trio.socket.SocketType, addr: tuple[str, int]) -> None:
+        peer = (str(addr[0]), int(addr[1]))
+        log.info("connection from src=%s port=%d", *peer)
+        raw = socket.socket(fileno=conn.detach())
+        try:
+            session = engine.accept(raw, peer)
+        except Exception as exc:
+            log.warning("session set-up failed src=%s port=%d: %s", *peer, exc)
+            raw.close()
+            return
+        await _Session(session, peer, opts).run()
+
+    async with trio.open_nursery() as nursery:
+        for listener in listeners:
+            nursery.start_soon(accept_loop, listener, nursery)
+        try:
+            yield server
+        finally:
+            nursery.cancel_scope.cancel()

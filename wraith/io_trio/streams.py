@@ -1,0 +1,136 @@
+"""trio streams over engine channels, and the splice between two streams.
+
+:class:`ChannelStream` is what ``client.open_stream()`` returns: a real
+``trio.abc.HalfCloseableStream``.  Reads are large (256 KiB) and writes go out
+as far as the SSH window allows, then wait for a window adjust, so a slow
+reader slows the sender and no buffer grows past about one window.
+
+A channel cut by a lost session is not a clean end of stream: the stream raises
+``BrokenResourceError`` and :func:`splice` resets the local socket (RST via
+``SO_LINGER`` 0) instead of sending FIN.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import trio
+
+from ..ssh.engine import Channel, ChannelClosed
+from .wake import Notifier
+
+READ_SIZE = 256 * 1024
+
+
+class SessionLost(trio.BrokenResourceError):
+    """The SSH session died under this channel."""
+
+
+class ChannelStream(trio.abc.HalfCloseableStream):
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self._notifier = Notifier()
+        channel.set_waker(self._notifier.wake)
+        self._closed = False
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._closed:
+            raise trio.ClosedResourceError("stream is closed")
+        n = max_bytes or READ_SIZE
+        ch = self.channel
+        data = await self._notifier.poll(lambda: ch.read(n))
+        if not data and ch.lost:
+            raise SessionLost("SSH session lost")
+        return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("stream is closed")
+        view = memoryview(data)
+        ch = self.channel
+        while view:
+            event = self._notifier.event()
+            try:
+                sent = ch.write(view)
+            except ChannelClosed as e:
+                if ch.lost:
+                    raise SessionLost("SSH session lost") from None
+                raise trio.BrokenResourceError(str(e)) from None
+            if sent:
+                view = view[sent:]
+                await trio.lowlevel.checkpoint()
+            else:
+                await event.wait()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def send_eof(self) -> None:
+        self.channel.write_eof()
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.channel.set_waker(None)
+            self.channel.close()
+        await trio.lowlevel.checkpoint()
+
+
+def set_reset_on_close(stream: trio.SocketStream) -> None:
+    """Make the next close send RST instead of FIN."""
+    try:
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+
+
+async def reset(stream: trio.SocketStream) -> None:
+    set_reset_on_close(stream)
+    await stream.aclose()
+
+
+async def splice(local: trio.SocketStream, remote: ChannelStream) -> None:
+    """Copy both ways until both ends are done; reset ``local`` if the tunnel broke."""
+    broken = False
+
+    async def upstream(cancel: trio.CancelScope) -> None:
+        nonlocal broken
+        try:
+            while True:
+                data = await local.receive_some(READ_SIZE)
+                if not data:
+                    break
+                await remote.send_all(data)
+            await remote.send_eof()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            broken = True
+            cancel.cancel()
+
+    async def downstream(cancel: trio.CancelScope) -> None:
+        nonlocal broken
+        try:
+            while True:
+                data = await remote.receive_some(READ_SIZE)
+                if not data:
+                    break
+                await local.send_all(data)
+            await local.send_eof()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            broken = True
+            cancel.cancel()
+
+    completed = False
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(upstream, nursery.cancel_scope)
+            nursery.start_soon(downstream, nursery.cancel_scope)
+        completed = not broken
+    finally:
+        with trio.CancelScope(shield=True):
+            # Broken, or cancelled from outside (session gone, shutdown): RST.
+            if not completed:
+                set_reset_on_close(local)
+            await local.aclose()
+            await remote.aclose()

@@ -1,0 +1,56 @@
+"""Wake-ups from engine threads into the trio loop.
+
+An engine calls :meth:`Notifier.wake` from any thread whenever something may
+have changed; tasks take :meth:`Notifier.event` *before* polling the engine and
+wait on it only if polling made no progress, so no wake-up is ever lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import trio
+
+from ..ssh.engine import Pending
+
+T = TypeVar("T")
+
+
+class Notifier:
+    def __init__(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._event = trio.Event()
+
+    def wake(self) -> None:
+        """Thread-safe and cheap; repeated calls before the loop runs coalesce."""
+        try:
+            self._token.run_sync_soon(self._fire, idempotent=True)
+        except trio.RunFinishedError:
+            pass
+
+    def _fire(self) -> None:
+        event, self._event = self._event, trio.Event()
+        event.set()
+
+    def event(self) -> trio.Event:
+        return self._event
+
+    async def poll(self, check: Callable[[], T | None]) -> T:
+        while True:
+            event = self._event
+            value = check()
+            if value is not None:
+                return value
+            await event.wait()
+
+
+async def wait_pending(pending: Pending[T]) -> T:
+    """Wait for an engine operation and return its result (or raise its error)."""
+    notifier = Notifier()
+    pending.set_waker(notifier.wake)
+    try:
+        await notifier.poll(lambda: True if pending.done else None)
+    finally:
+        pending.set_waker(None)
+    return pending.result()

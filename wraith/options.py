@@ -1,0 +1,76 @@
+"""The programmatic API's options: one dataclass per role.
+
+The CLI, the ``WRAITH_*`` environment variables and library callers all fill
+these same fields; nothing reads a config file.  Key fields take a path or the
+key itself (OpenSSH text, as ``str`` or ``bytes``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+KeySource = str | bytes | os.PathLike[str]
+
+#: Seconds from TCP accept to successful authentication before the server hangs up.
+DEFAULT_AUTH_TIMEOUT = 30.0
+#: Seconds the server waits for a destination to accept a tunnelled connection.
+DEFAULT_DIAL_TIMEOUT = 10.0
+#: Seconds the client waits for the TCP connect plus SSH handshake and auth.
+DEFAULT_CONNECT_TIMEOUT = 15.0
+DEFAULT_LISTEN = "tcp://127.0.0.1:2222"
+DEFAULT_SOCKS = "127.0.0.1:1080"
+
+
+@dataclass(kw_only=True)
+class ServeOptions:
+    """Options of ``wraith serve`` / :func:`wraith.io_trio.serve`."""
+
+    #: Listen URLs, ``tcp://HOST:PORT``; port 0 picks a free port.
+    listen: Sequence[str] = (DEFAULT_LISTEN,)
+    #: Host private key (path or OpenSSH text); ``None`` uses/creates one in ``state_dir``.
+    host_key: KeySource | None = None
+    #: authorized_keys (path or text); ``None`` means ``~/.ssh/authorized_keys``.
+    authorized_keys: KeySource | None = None
+    #: Files (or texts) with CA public keys trusted for user certificates.
+    cert_authority: Sequence[KeySource] = ()
+    #: Let ``-R`` forwards bind non-loopback addresses.
+    allow_remote_bind: bool = False
+    #: Where the host key lives; ``None`` means ``$WRAITH_STATE_DIR`` or the XDG state dir.
+    state_dir: str | os.PathLike[str] | None = None
+    #: SSH engine: only ``paramiko`` exists so far.
+    engine: str = "paramiko"
+    auth_timeout: float = DEFAULT_AUTH_TIMEOUT
+    dial_timeout: float = DEFAULT_DIAL_TIMEOUT
+
+
+@dataclass(kw_only=True)
+class ConnectOptions:
+    """Options of ``wraith connect`` / :func:`wraith.io_trio.connect`."""
+
+    #: ``[user@]host[:port]`` or ``tcp://[user@]host[:port]``.
+    target: str
+    #: User name; ``None`` takes it from the target, else the local user.
+    user: str | None = None
+    #: Ed25519 private key (path or text); ``None`` means ``~/.ssh/id_ed25519``.
+    identity: KeySource | None = None
+    #: OpenSSH user certificate for the identity (path or text).
+    certificate: KeySource | None = None
+    #: Pinned server host key fingerprints (``SHA256:...``).
+    host_key_fingerprints: Sequence[str] = ()
+    #: OpenSSH known_hosts file (path or text).
+    known_hosts: KeySource | None = None
+    #: SOCKS5 listeners, ``[BIND:]PORT``.  The library opens none unless asked.
+    socks: Sequence[str] = ()
+    #: ``-L`` specs, as ssh(1) takes them.
+    local_forwards: Sequence[str] = ()
+    #: ``-R`` specs, as ssh(1) takes them.
+    remote_forwards: Sequence[str] = ()
+    #: RFC 1929 username/password required by the SOCKS listeners.
+    socks_credentials: tuple[str, str] | None = None
+    #: Allow a non-loopback SOCKS listener without credentials.
+    socks_open: bool = False
+    engine: str = "paramiko"
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    extra: dict[str, object] = field(default_factory=dict)

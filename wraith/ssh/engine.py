@@ -1,0 +1,309 @@
+"""The SSH engine interface: what the I/O drivers see of an SSH connection.
+
+Theory of operation
+-------------------
+An engine owns one SSH connection over a byte stream the driver gave it.  The
+driver never blocks on it: every operation either completes at once or returns
+something to poll (a :class:`Pending`, ``None`` from :meth:`Channel.read`, ``0``
+from :meth:`Channel.write`).  Whenever something may have changed, the engine
+calls the *waker* the driver registered.  A waker must be cheap, idempotent and
+callable from any thread: the paramiko engine calls it from its transport
+thread, a Sans-IO engine from the event loop itself.  The driver's answer to a
+wake-up is always the same: poll again.
+
+This keeps engine types out of the drivers (no paramiko object crosses this
+line) and lets trio and asyncio drive any engine with one small primitive each:
+"wait until woken".
+
+Events from a session come out of :meth:`ServerSession.next_event` /
+:meth:`ClientSession.next_event` one at a time, in order, like the Sans-IO state
+machines in :mod:`wraith.proto`.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar, cast
+
+from ..proto.tunnel import OpenFailure as OpenFailure
+
+Waker = Callable[[], None]
+T = TypeVar("T")
+
+
+class EngineError(Exception):
+    """Base class of errors an engine reports to the driver."""
+
+
+class SessionClosed(EngineError):
+    """The SSH session is gone; ``reason`` says why in one line."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ChannelOpenFailed(EngineError):
+    """The peer refused to open a channel."""
+
+    def __init__(self, code: int, description: str) -> None:
+        super().__init__(f"channel open failed: {description or code}")
+        self.code = code
+        self.description = description
+
+
+class ChannelClosed(EngineError):
+    """A write was attempted on a channel that is closed."""
+
+
+class AuthenticationFailed(EngineError):
+    """The server refused every key we offered."""
+
+
+class HandshakeFailed(EngineError):
+    """The SSH handshake (version exchange, key exchange) did not complete."""
+
+
+class Pending(Generic[T]):
+    """A result that an engine thread (or the event loop) fills in later.
+
+    Thread-safe; the waker fires once the result or the error is set.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done = False
+        self._result: T | None = None
+        self._error: BaseException | None = None
+        self._waker: Waker | None = None
+
+    def set_waker(self, waker: Waker | None) -> None:
+        with self._lock:
+            self._waker = waker
+            done = self._done
+        if done and waker is not None:
+            waker()
+
+    def set_result(self, value: T) -> None:
+        self._finish(value, None)
+
+    def set_error(self, error: BaseException) -> None:
+        self._finish(None, error)
+
+    def _finish(self, value: T | None, error: BaseException | None) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+            self._result = value
+            self._error = error
+            waker = self._waker
+        if waker is not None:
+            waker()
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def result(self) -> T:
+        """The value, or raise the error.  Only call once :attr:`done`."""
+        if not self._done:
+            raise RuntimeError("Pending.result() called before it was done")
+        if self._error is not None:
+            raise self._error
+        return cast(T, self._result)
+
+
+class Channel(ABC):
+    """One SSH channel carrying a TCP stream, seen from the driver.
+
+    ``read`` returns ``None`` when nothing is buffered yet, ``b""`` at end of
+    stream (the peer sent EOF or CLOSE, or the session died: check
+    :attr:`lost`).  ``write`` returns how many bytes the peer's window and
+    maximum packet size let through right now; ``0`` means wait for a wake-up.
+    """
+
+    @abstractmethod
+    def set_waker(self, waker: Waker | None) -> None: ...
+
+    @abstractmethod
+    def read(self, max_bytes: int) -> bytes | None: ...
+
+    @abstractmethod
+    def write(self, data: bytes | memoryview) -> int: ...
+
+    @abstractmethod
+    def write_eof(self) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @property
+    @abstractmethod
+    def lost(self) -> bool:
+        """True when the SSH session died under this channel (reset, don't FIN)."""
+
+    @property
+    @abstractmethod
+    def closed(self) -> bool:
+        """True once the channel can carry nothing more in either direction."""
+
+
+# --- server side events -------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Authenticated:
+    """The client proved a key; tunnels may open from now on."""
+
+    username: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class DirectTcpipRequested:
+    """The client asks for a TCP connection to ``host:port`` (SOCKS, ``-L``, ``-W``).
+
+    The engine has already checked names and permissions; the driver dials and
+    then calls exactly one of ``accept()`` or ``reject()``.  The open stays
+    unconfirmed until then, so a slow destination delays only its own channel.
+    """
+
+    host: str
+    port: int
+    origin_host: str
+    origin_port: int
+    accept: Callable[[], Channel]
+    reject: Callable[[OpenFailure, str], None]
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class ForwardListening:
+    """A ``tcpip-forward`` was granted: ``sock`` is bound and listening (non-blocking)."""
+
+    bind_host: str
+    bind_port: int
+    sock: socket.socket
+
+
+@dataclass(frozen=True, kw_only=True)
+class ForwardCancelled:
+    """The client cancelled a ``tcpip-forward``; close its listener."""
+
+    bind_host: str
+    bind_port: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Closed:
+    """The session ended.  No more events follow."""
+
+    reason: str
+
+
+ServerEvent = Authenticated | DirectTcpipRequested | ForwardListening | ForwardCancelled | Closed
+
+
+# --- client side events -------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class ForwardedConnection:
+    """The server accepted a connection on one of our ``-R`` listeners."""
+
+    bind_host: str
+    bind_port: int
+    origin_host: str
+    origin_port: int
+    channel: Channel
+
+
+ClientEvent = ForwardedConnection | Closed
+
+
+@dataclass
+class EventQueue(Generic[T]):
+    """A thread-safe FIFO of session events with a waker."""
+
+    _items: deque[T] = field(default_factory=deque)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _waker: Waker | None = None
+
+    def set_waker(self, waker: Waker | None) -> None:
+        with self._lock:
+            self._waker = waker
+            pending = bool(self._items)
+        if pending and waker is not None:
+            waker()
+
+    def put(self, item: T) -> None:
+        with self._lock:
+            self._items.append(item)
+            waker = self._waker
+        if waker is not None:
+            waker()
+
+    def get(self) -> T | None:
+        with self._lock:
+            return self._items.popleft() if self._items else None
+
+
+class ServerSession(ABC):
+    """One accepted SSH connection, server side."""
+
+    @abstractmethod
+    def set_waker(self, waker: Waker | None) -> None: ...
+
+    @abstractmethod
+    def next_event(self) -> ServerEvent | None: ...
+
+    @abstractmethod
+    def open_forwarded(
+        self, bind_host: str, bind_port: int, origin_host: str, origin_port: int
+    ) -> Pending[Channel]:
+        """Open a ``forwarded-tcpip`` channel for a connection on a ``-R`` listener."""
+
+    @abstractmethod
+    def close(self, reason: str = "server shutting down") -> None: ...
+
+    @property
+    @abstractmethod
+    def authenticated(self) -> bool: ...
+
+
+class ClientSession(ABC):
+    """One established, authenticated SSH connection, client side."""
+
+    @abstractmethod
+    def set_waker(self, waker: Waker | None) -> None: ...
+
+    @abstractmethod
+    def next_event(self) -> ClientEvent | None: ...
+
+    @abstractmethod
+    def open_direct_tcpip(
+        self, host: str, port: int, origin_host: str, origin_port: int
+    ) -> Pending[Channel]: ...
+
+    @abstractmethod
+    def request_forward(self, bind_host: str, bind_port: int) -> Pending[int]:
+        """Ask the server to listen (``-R``); the result is the bound port."""
+
+    @abstractmethod
+    def cancel_forward(self, bind_host: str, bind_port: int) -> Pending[None]: ...
+
+    @abstractmethod
+    def close(self, reason: str = "client shutting down") -> None: ...
+
+    @property
+    @abstractmethod
+    def active(self) -> bool: ...
+
+    @property
+    @abstractmethod
+    def server_fingerprint(self) -> str: ...

@@ -1,0 +1,776 @@
+"""The paramiko engine: paramiko's threaded Transport behind :mod:`wraith.ssh.engine`.
+
+Theory of operation
+-------------------
+paramiko runs one thread per SSH connection and calls its server callbacks in
+that thread, so nothing here may block it on the network (PARAMIKO.md).  We
+subclass ``Transport`` in three places:
+
+* ``_parse_channel_open`` handles ``direct-tcpip`` ourselves so that the open
+  confirmation is *deferred* until the driver has dialled the destination.
+  paramiko would confirm as soon as a callback returns, which forces a choice
+  between serialising every open behind a DNS lookup and lying to the client.
+* ``_channel_handler_table`` wraps paramiko's channel message handlers so the
+  driver's waker fires on data, window adjust, EOF and CLOSE.  That is all the
+  drivers need to run channels from their event loop with no thread per channel.
+* ``run`` and ``_auth_trigger`` report the end of the session and successful
+  authentication as events.
+
+Calls that block in paramiko (client open, global requests, ``start_client``)
+run in short-lived threads and report through :class:`Pending`.
+
+paramiko's own loggers are kept at WARNING: at DEBUG they name forwarded
+addresses, and nothing may log tunnel destinations.
+"""
+
+from __future__ import annotations
+
+import getpass
+import io
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paramiko
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from paramiko.common import (
+    AUTH_FAILED,
+    AUTH_SUCCESSFUL,
+    OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED,
+    OPEN_SUCCEEDED,
+    cMSG_CHANNEL_OPEN_FAILURE,
+    cMSG_CHANNEL_OPEN_SUCCESS,
+)
+from paramiko.message import Message
+
+from ..proto import names, tunnel
+from ..proto.errors import RemoteProtocolError
+from . import keys
+from .auth import AuthPolicy, AuthResult, Permissions
+from .authlog import log_auth
+from .engine import (
+    Authenticated,
+    AuthenticationFailed,
+    Channel,
+    ChannelClosed,
+    ChannelOpenFailed,
+    ClientEvent,
+    ClientSession,
+    Closed,
+    DirectTcpipRequested,
+    EventQueue,
+    ForwardCancelled,
+    ForwardedConnection,
+    ForwardListening,
+    HandshakeFailed,
+    OpenFailure,
+    Pending,
+    ServerEvent,
+    ServerSession,
+    SessionClosed,
+    Waker,
+)
+from .known_hosts import HostKeyError, HostKeyPolicy
+
+log = logging.getLogger("wraith.ssh")
+
+# AES-GCM first (DESIGN: cipher order), then the CTR+EtM fallbacks paramiko has.
+CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr")
+KEX = ("curve25519-sha256", "curve25519-sha256@libssh.org", "ecdh-sha2-nistp256")
+HOST_KEY_TYPES = ("ssh-ed25519",)
+#: Channel window and max packet: paramiko's defaults measured best (PARAMIKO.md).
+WINDOW_SIZE = 2 * 1024 * 1024
+MAX_PACKET = 32768
+#: Pending (unconfirmed) direct-tcpip opens allowed per session.
+MAX_PENDING_OPENS = 512
+#: Seconds a forwarded-tcpip open may wait for the client's confirmation.
+FORWARDED_OPEN_TIMEOUT = 30.0
+
+for _name in ("paramiko", "paramiko.transport"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+
+def _paramiko_key(key: Ed25519PrivateKey) -> paramiko.Ed25519Key:
+    text = keys.private_key_openssh_bytes(key).decode("ascii")
+    return paramiko.Ed25519Key(file_obj=io.StringIO(text))
+
+
+def _waking(handler: Callable[[Any, Any], None], *, close: bool = False) -> Any:
+    def wrapped(chan: Any, m: Any) -> None:
+        handler(chan, m)
+        adapter = getattr(chan, "_wraith_adapter", None)
+        if adapter is not None:
+            if close:
+                adapter.remote_closed = True
+            adapter.wake()
+
+    return wrapped
+
+
+def _configure(t: paramiko.Transport) -> None:
+    opts = t.get_security_options()
+    opts.ciphers = [c for c in CIPHERS if c in opts.ciphers]
+    opts.kex = [k for k in KEX if k in opts.kex]
+    t.default_window_size = WINDOW_SIZE
+    t.default_max_packet_size = MAX_PACKET
+
+
+class _Transport(paramiko.Transport):  # type: ignore[misc]
+    """paramiko's Transport with deferred direct-tcpip opens and wakers."""
+
+    _channel_handler_table = {
+        ptype: _waking(fn, close=(ptype == paramiko.common.MSG_CHANNEL_CLOSE))
+        for ptype, fn in paramiko.Transport._channel_handler_table.items()
+    }
+
+    wraith_session: _SessionBase
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            self.wraith_session.transport_ended()
+
+    def _auth_trigger(self) -> None:
+        super()._auth_trigger()
+        if self.server_mode:
+            self.wraith_session.authenticated_now()
+
+    def _parse_channel_open(self, m: Message) -> None:
+        if not self.server_mode:
+            super()._parse_channel_open(m)
+            return
+        kind = m.get_text()
+        if kind != "direct-tcpip":
+            m.rewind()
+            super()._parse_channel_open(m)
+            return
+        peer_chanid = m.get_int()
+        window = m.get_int()
+        max_packet = m.get_int()
+        host = m.get_text()
+        port = m.get_int()
+        origin_host = m.get_text()
+        origin_port = m.get_int()
+        session = self.wraith_session
+        assert isinstance(session, ParamikoServerSession)
+        session.direct_tcpip(
+            peer_chanid, window, max_packet, host, port, origin_host, origin_port
+        )
+
+    # Called from any thread.
+    def wraith_new_channel(
+        self, peer_chanid: int, window: int, max_packet: int
+    ) -> paramiko.Channel:
+        with self.lock:
+            my_chanid = self._next_channel()
+            chan = paramiko.Channel(my_chanid)
+            self._channels.put(my_chanid, chan)
+            self.channels_seen[my_chanid] = True
+            chan._set_transport(self)
+            chan._set_window(self.default_window_size, self.default_max_packet_size)
+            chan._set_remote_channel(peer_chanid, window, max_packet)
+        return chan
+
+
+class ParamikoChannel(Channel):
+    """A paramiko ``Channel`` seen through the engine interface."""
+
+    def __init__(self, chan: paramiko.Channel, transport: _Transport) -> None:
+        self._chan = chan
+        self._transport = transport
+        self._waker: Waker | None = None
+        self.remote_closed = False
+        # Never block in send(): a full window raises socket.timeout instead.
+        chan.settimeout(0.0)
+        chan._wraith_adapter = self
+
+    def wake(self) -> None:
+        waker = self._waker
+        if waker is not None:
+            waker()
+
+    def set_waker(self, waker: Waker | None) -> None:
+        self._waker = waker
+        if waker is not None:
+            waker()
+
+    def read(self, max_bytes: int) -> bytes | None:
+        ch = self._chan
+        # Snapshot EOF *before* looking at the buffer: data always precedes EOF.
+        ended = ch.eof_received or ch.closed or not self._transport.is_active()
+        if ch.recv_ready():
+            try:
+                data: bytes = ch.recv(max_bytes)
+            except TimeoutError:
+                return None
+            return data
+        return b"" if ended else None
+
+    def write(self, data: bytes | memoryview) -> int:
+        ch = self._chan
+        if ch.closed or not self._transport.is_active():
+            raise ChannelClosed("channel is closed")
+        view = memoryview(data)
+        total = 0
+        chunk = max(1024, ch.out_max_packet_size - 64)
+        while total < len(view):
+            if ch.out_window_size <= 0:
+                break
+            try:
+                n: int = ch.send(bytes(view[total : total + chunk]))
+            except TimeoutError:
+                break
+            except OSError as e:
+                if total:
+                    break
+                raise ChannelClosed(str(e)) from None
+            if n <= 0:
+                break
+            total += n
+        return total
+
+    def write_eof(self) -> None:
+        if not self._chan.closed:
+            self._chan.shutdown_write()
+
+    def close(self) -> None:
+        self._chan.close()
+
+    @property
+    def lost(self) -> bool:
+        return not self.remote_closed and not self._transport.is_active()
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._chan.closed)
+
+
+class _SessionBase:
+    _transport: _Transport
+
+    def transport_ended(self) -> None:
+        raise NotImplementedError
+
+    def authenticated_now(self) -> None:
+        raise NotImplementedError
+
+    def _wake_channels(self) -> None:
+        for chan in list(self._transport._channels.values()):
+            adapter = getattr(chan, "_wraith_adapter", None)
+            if adapter is not None:
+                adapter.wake()
+
+
+def _transport_error(t: paramiko.Transport, default: str) -> str:
+    err = t.get_exception()
+    if err is None:
+        return default
+    text = str(err) or type(err).__name__
+    return text.splitlines()[0]
+
+
+# --------------------------------------------------------------------------- server
+
+
+class _ServerInterface(paramiko.ServerInterface):  # type: ignore[misc]
+    def __init__(self, session: ParamikoServerSession) -> None:
+        self.s = session
+
+    def get_allowed_auths(self, username: str) -> str:
+        return "publickey"
+
+    def check_auth_none(self, username: str) -> int:
+        self.s.log_auth("none", username, self.s.policy.refused_method("none"))
+        return AUTH_FAILED
+
+    def check_auth_password(self, username: str, password: str) -> int:
+        self.s.log_auth("password", username, self.s.policy.refused_method("password"))
+        return AUTH_FAILED
+
+    def check_auth_interactive(self, username: str, submethods: str) -> int:
+        result = self.s.policy.refused_method("keyboard-interactive")
+        self.s.log_auth("keyboard-interactive", username, result)
+        return AUTH_FAILED
+
+    def check_auth_interactive_response(self, responses: Any) -> int:
+        return AUTH_FAILED
+
+    def check_auth_gssapi_with_mic(self, *args: Any) -> int:
+        return AUTH_FAILED
+
+    def check_auth_gssapi_keyex(self, *args: Any) -> int:
+        return AUTH_FAILED
+
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        blob = key.public_blob.key_blob if key.public_blob is not None else key.asbytes()
+        result = self.s.policy.check(
+            username=username, key_blob=blob, source_ip=self.s.peer[0], now=time.time()
+        )
+        if not result.accepted:
+            self.s.log_auth("publickey", username, result)
+            return AUTH_FAILED
+        # paramiko verifies the signature after we approve (and this runs twice
+        # for OpenSSH's query-then-sign): success is logged in authenticated_now().
+        self.s.candidate = (username, result)
+        return AUTH_SUCCESSFUL
+
+    def check_channel_request(self, kind: str, chanid: int) -> int:
+        log.info("refused channel type=%s src=%s port=%d", kind, *self.s.peer)
+        return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+
+    def check_global_request(self, kind: str, msg: Message) -> bool:
+        # keepalive@openssh.com and friends: a failure reply still proves liveness.
+        return False
+
+    def check_port_forward_request(self, address: str, port: int) -> int | bool:
+        return self.s.port_forward_request(address, port)
+
+    def cancel_port_forward_request(self, address: str, port: int) -> None:
+        self.s.cancel_port_forward(address, port)
+
+
+class ParamikoServerSession(ServerSession, _SessionBase):
+    """One accepted SSH connection, run by a paramiko server Transport."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        peer: tuple[str, int],
+        *,
+        host_key: paramiko.PKey,
+        policy: AuthPolicy,
+        allow_remote_bind: bool,
+    ) -> None:
+        self.peer = (str(peer[0]), int(peer[1]))
+        self.policy = policy
+        self.allow_remote_bind = allow_remote_bind
+        self.candidate: tuple[str, AuthResult] | None = None
+        self.permissions: Permissions | None = None
+        self.username: str | None = None
+        self._events: EventQueue[ServerEvent] = EventQueue()
+        self._pending_opens = 0
+        self._lock = threading.Lock()
+        self._forwards: dict[tuple[str, int], socket.socket] = {}
+        self._ended = False
+        sock.setblocking(True)
+        t = _Transport(sock)
+        t.wraith_session = self
+        _configure(t)
+        t.add_server_key(host_key)
+        t.banner_timeout = 15
+        t.handshake_timeout = 15
+        self._transport = t
+        t.start_server(event=threading.Event(), server=_ServerInterface(self))
+
+    # engine interface ---------------------------------------------------------
+
+    def set_waker(self, waker: Waker | None) -> None:
+        self._events.set_waker(waker)
+
+    def next_event(self) -> ServerEvent | None:
+        return self._events.get()
+
+    @property
+    def authenticated(self) -> bool:
+        return self.permissions is not None
+
+    def close(self, reason: str = "server shutting down") -> None:
+        self._transport.close()
+
+    def open_forwarded(
+        self, bind_host: str, bind_port: int, origin_host: str, origin_port: int
+    ) -> Pending[Channel]:
+        pending: Pending[Channel] = Pending()
+        t = self._transport
+
+        def run() -> None:
+            try:
+                chan = t.open_channel(
+                    "forwarded-tcpip",
+                    (bind_host, bind_port),
+                    (origin_host, origin_port),
+                    timeout=FORWARDED_OPEN_TIMEOUT,
+                )
+                pending.set_result(ParamikoChannel(chan, t))
+            except paramiko.ChannelException as e:
+                pending.set_error(ChannelOpenFailed(e.code, e.text))
+            except (paramiko.SSHException, OSError, EOFError) as e:
+                pending.set_error(SessionClosed(str(e) or "session closed"))
+
+        threading.Thread(target=run, name="wraith-fwd-open", daemon=True).start()
+        return pending
+
+    # called from paramiko's thread ---------------------------------------------
+
+    def log_auth(self, method: str, username: str, result: AuthResult) -> None:
+        log_auth(
+            method=method,
+            username=username,
+            source=self.peer,
+            result=result,
+        )
+
+    def authenticated_now(self) -> None:
+        if self.candidate is None:
+            return
+        username, result = self.candidate
+        self.username = username
+        self.permissions = result.permissions or Permissions()
+        self.log_auth("publickey", username, result)
+        self._events.put(Authenticated(username=username, fingerprint=result.fingerprint))
+
+    def transport_ended(self) -> None:
+        with self._lock:
+            if self._ended:
+                return
+            self._ended = True
+        self._wake_channels()
+        self._events.put(Closed(reason=_transport_error(self._transport, "connection closed")))
+
+    def direct_tcpip(
+        self,
+        peer_chanid: int,
+        window: int,
+        max_packet: int,
+        host: str,
+        port: int,
+        origin_host: str,
+        origin_port: int,
+    ) -> None:
+        t = self._transport
+
+        def reject(code: OpenFailure, text: str) -> None:
+            m = Message()
+            m.add_byte(cMSG_CHANNEL_OPEN_FAILURE)
+            m.add_int(peer_chanid)
+            m.add_int(int(code))
+            m.add_string(text)
+            m.add_string("en")
+            with self._lock:
+                self._pending_opens -= 1
+            t._send_user_message(m)
+
+        def accept() -> Channel:
+            chan = t.wraith_new_channel(peer_chanid, window, max_packet)
+            adapter = ParamikoChannel(chan, t)
+            m = Message()
+            m.add_byte(cMSG_CHANNEL_OPEN_SUCCESS)
+            m.add_int(peer_chanid)
+            m.add_int(chan.get_id())
+            m.add_int(t.default_window_size)
+            m.add_int(t.default_max_packet_size)
+            with self._lock:
+                self._pending_opens -= 1
+            t._send_user_message(m)
+            return adapter
+
+        with self._lock:
+            self._pending_opens += 1
+            too_many = self._pending_opens > MAX_PENDING_OPENS
+        verdict = self._check_destination(host, port)
+        if too_many:
+            reject(OpenFailure.RESOURCE_SHORTAGE, "too many pending channel opens")
+            return
+        if verdict is not None:
+            code, text = verdict
+            reject(code, text)
+            return
+        self._events.put(
+            DirectTcpipRequested(
+                host=host.strip("[]"),
+                port=port,
+                origin_host=origin_host,
+                origin_port=origin_port,
+                accept=accept,
+                reject=reject,
+            )
+        )
+
+    def _check_destination(self, host: str, port: int) -> tuple[OpenFailure, str] | None:
+        """None if the open may proceed; else the refusal.  Logs no destination."""
+        perms = self.permissions
+        if perms is None:
+            return OpenFailure.ADMINISTRATIVELY_PROHIBITED, "not authenticated"
+        kind = names.classify(host)
+        if kind is names.Destination.RESERVED:
+            log.info("refused reserved name src=%s port=%d", *self.peer)
+            return OpenFailure.ADMINISTRATIVELY_PROHIBITED, tunnel.RESERVED_NAME
+        if kind is names.Destination.CONTROL:
+            return (
+                OpenFailure.ADMINISTRATIVELY_PROHIBITED,
+                "administratively prohibited: control channel not available",
+            )
+        try:
+            normal = names.validate_destination(host, port)
+        except RemoteProtocolError:
+            return OpenFailure.ADMINISTRATIVELY_PROHIBITED, tunnel.INVALID_DESTINATION
+        if not perms.port_forwarding or not perms.allows_open(normal, port):
+            return OpenFailure.ADMINISTRATIVELY_PROHIBITED, tunnel.NOT_PERMITTED
+        return None
+
+    def port_forward_request(self, address: str, port: int) -> int | bool:
+        perms = self.permissions
+        if perms is None or not perms.port_forwarding:
+            return False
+        bind = _remote_bind_host(address, self.allow_remote_bind)
+        if bind is None:
+            log.info(
+                "refused remote bind (non-loopback needs --allow-remote-bind) src=%s port=%d",
+                *self.peer,
+            )
+            return False
+        if not perms.allows_listen(address, port):
+            return False
+        try:
+            sock = _listen(bind, port)
+        except OSError as e:
+            log.info("remote forward bind failed src=%s port=%d: %s", *self.peer, e.strerror)
+            return False
+        bound = int(sock.getsockname()[1])
+        with self._lock:
+            self._forwards[(address, bound)] = sock
+        self._events.put(ForwardListening(bind_host=address, bind_port=bound, sock=sock))
+        return bound
+
+    def cancel_port_forward(self, address: str, port: int) -> None:
+        with self._lock:
+            sock = self._forwards.pop((address, port), None)
+        if sock is not None:
+            self._events.put(ForwardCancelled(bind_host=address, bind_port=port))
+
+
+def _remote_bind_host(address: str, allow_remote_bind: bool) -> str | None:
+    """Where a ``tcpip-forward`` for ``address`` binds, or None if refused.
+
+    Like sshd with ``GatewayPorts no``, an empty address or ``localhost`` binds
+    loopback; any other address needs ``--allow-remote-bind``.
+    """
+    addr = address.strip("[]").lower()
+    if addr in ("", "localhost"):
+        return "0.0.0.0" if allow_remote_bind and addr == "" else "127.0.0.1"
+    if names.is_loopback(addr):
+        return addr
+    if not allow_remote_bind:
+        return None
+    return "0.0.0.0" if addr == "*" else addr
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(512)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class ParamikoServerEngine:
+    """Makes a :class:`ParamikoServerSession` for each accepted socket."""
+
+    def __init__(
+        self, host_key: Ed25519PrivateKey, policy: AuthPolicy, *, allow_remote_bind: bool
+    ) -> None:
+        self._host_key = _paramiko_key(host_key)
+        self._policy = policy
+        self._allow_remote_bind = allow_remote_bind
+
+    def accept(self, sock: socket.socket, peer: tuple[str, int]) -> ServerSession:
+        return ParamikoServerSession(
+            sock,
+            peer,
+            host_key=self._host_key,
+            policy=self._policy,
+            allow_remote_bind=self._allow_remote_bind,
+        )
+
+
+# --------------------------------------------------------------------------- client
+
+
+class ParamikoClientSession(ClientSession, _SessionBase):
+    """An authenticated client SSH session run by a paramiko Transport."""
+
+    def __init__(self, transport: _Transport, fingerprint: str) -> None:
+        self._transport = transport
+        self._fingerprint = fingerprint
+        self._events: EventQueue[ClientEvent] = EventQueue()
+        self._global_lock = threading.Lock()
+        self._ended = False
+        transport.wraith_session = self
+
+    @classmethod
+    def connect(
+        cls,
+        sock: socket.socket,
+        *,
+        host: str,
+        port: int,
+        username: str | None,
+        identity: Ed25519PrivateKey,
+        certificate: str | None,
+        host_keys: HostKeyPolicy,
+        timeout: float,
+    ) -> Pending[ClientSession]:
+        """Handshake, check the host key and authenticate, in a worker thread."""
+        pending: Pending[ClientSession] = Pending()
+
+        def run() -> None:
+            sock.setblocking(True)
+            t = _Transport(sock)
+            session = cls(t, "")
+            try:
+                _configure(t)
+                opts = t.get_security_options()
+                opts.key_types = [k for k in HOST_KEY_TYPES if k in opts.key_types]
+                t.banner_timeout = timeout
+                t.handshake_timeout = timeout
+                try:
+                    t.start_client(timeout=timeout)
+                except (paramiko.SSHException, OSError, EOFError) as e:
+                    raise HandshakeFailed(f"SSH handshake failed: {e}") from None
+                server_key = t.get_remote_server_key()
+                session._fingerprint = host_keys.check(host, port, server_key.asbytes())
+                pkey = _paramiko_key(identity)
+                if certificate is not None:
+                    pkey.load_certificate(certificate)
+                try:
+                    t.auth_publickey(username or getpass.getuser(), pkey)
+                except paramiko.AuthenticationException as e:
+                    raise AuthenticationFailed(f"authentication failed: {e}") from None
+                except (paramiko.SSHException, OSError, EOFError) as e:
+                    raise HandshakeFailed(f"authentication did not complete: {e}") from None
+                if not t.is_authenticated():
+                    raise AuthenticationFailed("authentication failed")
+                t.set_keepalive(30)
+                pending.set_result(session)
+            except (HandshakeFailed, AuthenticationFailed, HostKeyError) as e:
+                t.close()
+                pending.set_error(e)
+            except Exception as e:
+                t.close()
+                pending.set_error(HandshakeFailed(f"SSH connection failed: {e}"))
+
+        threading.Thread(target=run, name="wraith-ssh-connect", daemon=True).start()
+        return pending
+
+    def set_waker(self, waker: Waker | None) -> None:
+        self._events.set_waker(waker)
+
+    def next_event(self) -> ClientEvent | None:
+        return self._events.get()
+
+    @property
+    def active(self) -> bool:
+        return bool(self._transport.is_active())
+
+    @property
+    def server_fingerprint(self) -> str:
+        return self._fingerprint
+
+    def close(self, reason: str = "client shutting down") -> None:
+        self._transport.close()
+
+    def transport_ended(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._wake_channels()
+        self._events.put(Closed(reason=_transport_error(self._transport, "connection closed")))
+
+    def authenticated_now(self) -> None:
+        pass
+
+    def _run(self, pending: Pending[Any], fn: Callable[[], Any]) -> None:
+        def run() -> None:
+            try:
+                pending.set_result(fn())
+            except paramiko.ChannelException as e:
+                pending.set_error(ChannelOpenFailed(e.code, e.text))
+            except (paramiko.SSHException, OSError, EOFError) as e:
+                if self._transport.is_active():
+                    pending.set_error(ChannelOpenFailed(OpenFailure.CONNECT_FAILED, str(e)))
+                else:
+                    pending.set_error(SessionClosed(str(e) or "session closed"))
+            except EngineErrorTypes as e:
+                pending.set_error(e)
+
+        threading.Thread(target=run, name="wraith-ssh-req", daemon=True).start()
+
+    def open_direct_tcpip(
+        self, host: str, port: int, origin_host: str, origin_port: int
+    ) -> Pending[Channel]:
+        pending: Pending[Channel] = Pending()
+        t = self._transport
+
+        def op() -> Channel:
+            if not t.is_active():
+                raise SessionClosed("session closed")
+            chan = t.open_channel(
+                "direct-tcpip",
+                (host, port),
+                (origin_host, origin_port),
+                window_size=WINDOW_SIZE,
+                max_packet_size=MAX_PACKET,
+                timeout=3600,
+            )
+            return ParamikoChannel(chan, t)
+
+        self._run(pending, op)
+        return pending
+
+    def _on_forwarded(
+        self, chan: paramiko.Channel, origin: tuple[str, int], server: tuple[str, int]
+    ) -> None:
+        # Runs in paramiko's thread: only queue it.
+        adapter = ParamikoChannel(chan, self._transport)
+        self._events.put(
+            ForwardedConnection(
+                bind_host=str(server[0]),
+                bind_port=int(server[1]),
+                origin_host=str(origin[0]),
+                origin_port=int(origin[1]),
+                channel=adapter,
+            )
+        )
+
+    def request_forward(self, bind_host: str, bind_port: int) -> Pending[int]:
+        pending: Pending[int] = Pending()
+        t = self._transport
+
+        def op() -> int:
+            # paramiko shares one completion event for all global requests.
+            with self._global_lock:
+                try:
+                    return int(t.request_port_forward(bind_host, bind_port, self._on_forwarded))
+                except paramiko.SSHException as e:
+                    if not t.is_active():
+                        raise SessionClosed("session closed") from None
+                    raise ChannelOpenFailed(
+                        OpenFailure.ADMINISTRATIVELY_PROHIBITED, "remote forward refused"
+                    ) from e
+
+        self._run(pending, op)
+        return pending
+
+    def cancel_forward(self, bind_host: str, bind_port: int) -> Pending[None]:
+        pending: Pending[None] = Pending()
+        t = self._transport
+
+        def op() -> None:
+            with self._global_lock:
+                t.cancel_port_forward(bind_host, bind_port)
+
+        self._run(pending, op)
+        return pending
+
+
+EngineErrorTypes = (SessionClosed, ChannelOpenFailed, AuthenticationFailed, HandshakeFailed)
