@@ -137,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="close connections not authenticated within this time (default: 30)",
     )
+    s.add_argument(
+        "--dial-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to wait for a tunnel destination to accept (default: 10)",
+    )
     _common(s)
 
     c = sub.add_parser(
@@ -316,6 +323,7 @@ def _serve(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         engine=args.engine,
         auth_timeout=args.auth_timeout,
+        dial_timeout=args.dial_timeout,
     )
     try:
         _run(args.backend, _serve_async(args.backend), opts)
@@ -330,6 +338,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _serve_async(backend: str) -> Any:
     async def run(opts: Any) -> None:
+        serve: Any
         if backend == "asyncio":
             import asyncio
 
@@ -410,6 +419,7 @@ def _connect(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def _connect_async(backend: str) -> Any:
     async def run(opts: Any) -> str:
+        connect: Any
         if backend == "asyncio":
             from .io_asyncio import connect
         else:

@@ -73,18 +73,18 @@ class ServerConfig:
                 host_key, created = keys.load_or_create_host_key(state_dir)
         except (keys.KeyLoadError, OSError) as e:
             raise ConfigError(str(e)) from None
-        ak: KeySource | None = opts.authorized_keys
-        if ak is None:
-            ak = os.path.expanduser("~/.ssh/authorized_keys")
-            if not os.path.exists(ak):
+        if opts.authorized_keys is None:
+            default = os.path.expanduser("~/.ssh/authorized_keys")
+            if not os.path.exists(default):
                 warnings.append(
-                    f"{ak} does not exist: no plain key can log in "
+                    f"{default} does not exist: no plain key can log in "
                     "(pass --authorized-keys or --cert-authority)"
                 )
         try:
-            policy = AuthPolicy.from_sources(ak, list(opts.cert_authority))
+            policy = AuthPolicy.from_sources(opts.authorized_keys, list(opts.cert_authority))
         except (AuthorizedKeysError, keys.KeyLoadError, OSError) as e:
             raise ConfigError(str(e)) from None
+        warnings += list(policy.warnings)
         return cls(
             listen=listen,
             host_key=host_key,
@@ -176,12 +176,3 @@ class ClientConfig:
             engine=engine,
             connect_timeout=opts.connect_timeout,
         )
-
-
-def rfwd_bind_address(bind_host: str | None) -> str:
-    """The address a ``tcpip-forward`` request carries for an ``-R`` bind, as ssh(1) sends it."""
-    if bind_host is None:
-        return "localhost"
-    if bind_host in ("", "*"):
-        return ""
-    return bind_host

@@ -12,8 +12,9 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
-from ..config import ClientConfig, rfwd_bind_address
+from ..config import ClientConfig
 from ..errors import ConnectError
 from ..options import ConnectOptions
 from ..proto import forwards as fw
@@ -91,7 +92,7 @@ class Client:
         self.local_addresses: list[tuple[str, int]] = []
         self.closed_reason: str | None = None
         self._closed = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._servers: list[asyncio.Server] = []
 
     @property
@@ -127,8 +128,8 @@ class Client:
     def _track(self) -> None:
         task = asyncio.current_task()
         if task is not None:
-            self._tasks.add(task)  # type: ignore[arg-type]
-            task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     # -- session events ---------------------------------------------------------
 
@@ -166,7 +167,7 @@ class Client:
         for entry in self.forwards.pending_remote():
             f = entry.forward
             assert isinstance(f, fw.RemoteForward)
-            pending = self.session.request_forward(rfwd_bind_address(f.bind_host), f.bind_port)
+            pending = self.session.request_forward(fw.remote_bind_address(f.bind_host), f.bind_port)
             try:
                 port = await wait_pending(pending)
             except e.EngineError as exc:

@@ -10,9 +10,10 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from ..config import ConfigError, ServerConfig
 from ..options import ServeOptions
@@ -89,11 +90,11 @@ class _Session:
         self.session = session
         self.peer = peer
         self.opts = opts
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
         self.forwards: dict[tuple[str, int], asyncio.Server] = {}
 
-    def _spawn(self, coro: object) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -163,11 +164,11 @@ class _Session:
         async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             task = asyncio.current_task()
             assert task is not None
-            self.tasks.add(task)  # type: ignore[arg-type]
+            self.tasks.add(task)
             try:
                 await self._forwarded(ev, reader, writer)
             finally:
-                self.tasks.discard(task)  # type: ignore[arg-type]
+                self.tasks.discard(task)
 
         server = await asyncio.start_server(handler, sock=ev.sock, limit=1024 * 1024)
         self.forwards[(ev.bind_host, ev.bind_port)] = server

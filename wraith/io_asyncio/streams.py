@@ -77,7 +77,7 @@ class ChannelTransport(asyncio.Transport):
         self._reading.set()
         self._notifier.wake()
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:  # type: ignore[override]
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._eof_pending or self._closing:
             raise RuntimeError("cannot write after write_eof() or close()")
         self._buffer += data
@@ -115,7 +115,7 @@ class ChannelTransport(asyncio.Transport):
                 progressed = False
                 if self._buffer:
                     try:
-                        sent = ch.write(self._buffer)
+                        sent = ch.write(memoryview(self._buffer))
                     except ChannelClosed:
                         self._finish(SessionLost("SSH session lost") if ch.lost else None)
                         return

@@ -8,6 +8,7 @@ wait on it only if polling made no progress, so no wake-up is ever lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -27,10 +28,8 @@ class Notifier:
         if self._scheduled:
             return
         self._scheduled = True
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop is closed
             self._loop.call_soon_threadsafe(self._fire)
-        except RuntimeError:  # loop closed
-            pass
 
     def _fire(self) -> None:
         self._scheduled = False

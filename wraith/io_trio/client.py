@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from ..config import ClientConfig, rfwd_bind_address
+from ..config import ClientConfig
 from ..errors import ConnectError
 from ..options import ConnectOptions
 from ..proto import forwards as fw
@@ -141,7 +141,7 @@ class Client:
         for entry in self.forwards.pending_remote():
             f = entry.forward
             assert isinstance(f, fw.RemoteForward)
-            pending = self.session.request_forward(rfwd_bind_address(f.bind_host), f.bind_port)
+            pending = self.session.request_forward(fw.remote_bind_address(f.bind_host), f.bind_port)
             try:
                 port = await wait_pending(pending)
             except e.EngineError as exc:

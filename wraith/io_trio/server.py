@@ -111,9 +111,9 @@ class _Session:
             self.forwards[(ev.bind_host, ev.bind_port)] = scope
             nursery.start_soon(self._forward_listener, ev, scope)
         elif isinstance(ev, e.ForwardCancelled):
-            scope = self.forwards.pop((ev.bind_host, ev.bind_port), None)
-            if scope is not None:
-                scope.cancel()
+            cancelled = self.forwards.pop((ev.bind_host, ev.bind_port), None)
+            if cancelled is not None:
+                cancelled.cancel()
 
     async def _direct(self, ev: e.DirectTcpipRequested) -> None:
         try:
@@ -174,8 +174,8 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
         from ..config import ConfigError
 
         raise ConfigError(f"cannot listen on {target.url()}: {exc.strerror or exc}") from None
-    addresses = [tuple(s.getsockname()[:2]) for s in listeners]
-    server = Server(addresses=addresses, config=config)  # type: ignore[arg-type]
+    addresses = [(str(s.getsockname()[0]), int(s.getsockname()[1])) for s in listeners]
+    server = Server(addresses=addresses, config=config)
 
     async def accept_loop(listener: trio.socket.SocketType, nursery: trio.Nursery) -> None:
         with listener:

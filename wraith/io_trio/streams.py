@@ -12,6 +12,7 @@ A channel cut by a lost session is not a clean end of stream: the stream raises
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 
@@ -80,10 +81,8 @@ class ChannelStream(trio.abc.HalfCloseableStream):
 
 def set_reset_on_close(stream: trio.SocketStream) -> None:
     """Make the next close send RST instead of FIN."""
-    try:
+    with contextlib.suppress(OSError):
         stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
 
 
 async def reset(stream: trio.SocketStream) -> None:

@@ -7,6 +7,7 @@ wait on it only if polling made no progress, so no wake-up is ever lost.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -24,10 +25,8 @@ class Notifier:
 
     def wake(self) -> None:
         """Thread-safe and cheap; repeated calls before the loop runs coalesce."""
-        try:
+        with contextlib.suppress(trio.RunFinishedError):
             self._token.run_sync_soon(self._fire, idempotent=True)
-        except trio.RunFinishedError:
-            pass
 
     def _fire(self) -> None:
         event, self._event = self._event, trio.Event()

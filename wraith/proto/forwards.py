@@ -12,7 +12,9 @@ Where we differ from OpenSSH, we refuse rather than guess: ports must be
 decimal (no ``/etc/services`` names, which would need file I/O), unix socket
 paths (any field with ``/``) and remote dynamic forwards (``-R [bind:]port``)
 are not supported, host fields must be printable ASCII, and a field with
-``:`` must be an IPv6 address.
+``:`` must be an IPv6 address.  One difference goes the other way: a bind
+port of 0 is accepted for -L and -D too (ssh refuses it), and means "let
+the OS pick"; the driver reports the port it got via ``mark_active()``.
 
 Bind addresses keep ssh's meaning: not given (``None``) binds loopback, as
 ssh does without GatewayPorts; ``""`` (an empty field or ``*``) is every
@@ -121,7 +123,7 @@ def _render(bind_host: str | None, *rest: str | int) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class LocalForward:
-    """``-L [bind_host:]bind_port:dest_host:dest_port``."""
+    """``-L [bind_host:]bind_port:dest_host:dest_port``; bind_port 0 lets the OS pick."""
 
     kind: ClassVar[ForwardKind] = ForwardKind.LOCAL
     #: None: not given (loopback); "": all interfaces.
@@ -132,7 +134,7 @@ class LocalForward:
 
     def __post_init__(self) -> None:
         _check(_bind_host_problem(self.bind_host))
-        _check(_port_problem(self.bind_port, 1, "bind port"))
+        _check(_port_problem(self.bind_port, 0, "bind port"))
         _check(_host_problem(self.dest_host, "destination host"))
         _check(_port_problem(self.dest_port, 1, "destination port"))
 
@@ -165,7 +167,7 @@ class RemoteForward:
 
 @dataclass(frozen=True, kw_only=True)
 class DynamicForward:
-    """``-D [bind_host:]bind_port``: a local SOCKS5 proxy."""
+    """``-D [bind_host:]bind_port``: a local SOCKS5 proxy; bind_port 0 lets the OS pick."""
 
     kind: ClassVar[ForwardKind] = ForwardKind.DYNAMIC
     #: None: not given (loopback); "": all interfaces.
@@ -174,7 +176,7 @@ class DynamicForward:
 
     def __post_init__(self) -> None:
         _check(_bind_host_problem(self.bind_host))
-        _check(_port_problem(self.bind_port, 1, "bind port"))
+        _check(_port_problem(self.bind_port, 0, "bind port"))
 
     def spec(self) -> str:
         """The OpenSSH spec for this forward; ``parse_dynamic(spec())`` gives it back."""
@@ -296,7 +298,7 @@ def _parse_tcp(spec: str, option: str, bind_low: int) -> tuple[str | None, int, 
 
 def parse_local(spec: str) -> LocalForward:
     """Parse an ``-L`` spec; raises :class:`ForwardSpecError`."""
-    bind, port, host, hostport = _parse_tcp(spec, "-L", 1)
+    bind, port, host, hostport = _parse_tcp(spec, "-L", 0)
     return LocalForward(bind_host=bind, bind_port=port, dest_host=host, dest_port=hostport)
 
 
@@ -323,10 +325,10 @@ def parse_dynamic(spec: str) -> DynamicForward:
     fail = _Fail("-D", spec)
     fields = [f.text for f in _split(spec, fail)]
     if len(fields) == 1:
-        return DynamicForward(bind_host=None, bind_port=_port(fields[0], 1, "port", fail))
+        return DynamicForward(bind_host=None, bind_port=_port(fields[0], 0, "port", fail))
     if len(fields) == 2:
         bind = _bind_host(fields[0], fail)
-        return DynamicForward(bind_host=bind, bind_port=_port(fields[1], 1, "port", fail))
+        return DynamicForward(bind_host=bind, bind_port=_port(fields[1], 0, "port", fail))
     if not fields:
         raise fail("it is empty")
     raise fail("expected [bind_address:]port")

@@ -10,7 +10,8 @@ Before anything resolves or connects, the driver:
 2. ``validate_destination()`` s it, which refuses what no resolver should see
    (NUL, whitespace, over-long names) and returns one canonical spelling, so
    that policy checks and logs all see the same string;
-3. applies policy with ``is_loopback()`` / ``is_link_local_or_metadata()``.
+3. applies policy with ``is_loopback()``, ``is_unspecified()`` and
+   ``is_link_local_or_metadata()``.
 
 Numeric hosts that are not canonical dotted quads (``127.1``, ``0x7f.0.0.1``,
 ``2130706433``) are refused outright: ``inet_aton()`` would read them as IP
@@ -34,6 +35,7 @@ __all__ = [
     "classify",
     "is_link_local_or_metadata",
     "is_loopback",
+    "is_unspecified",
     "validate_destination",
 ]
 
@@ -162,17 +164,25 @@ def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def is_loopback(host: str) -> bool:
-    """Does ``host`` name this machine: 127.0.0.0/8, ``::1``, ``localhost``?
+    """Is ``host`` a loopback address or name: 127.0.0.0/8, ``::1``, ``localhost``?
 
-    ``*.localhost`` counts too (RFC 6761 reserves it for loopback), and so do
-    ``0.0.0.0`` and ``::``, because ``connect()`` to the unspecified address
-    reaches the local host on Linux.
+    ``*.localhost`` counts too (RFC 6761 reserves it for loopback).  The
+    unspecified addresses do not: as a *bind* address ``0.0.0.0`` means every
+    interface.  As a *destination*, though, ``connect()`` to ``0.0.0.0`` or
+    ``::`` reaches this host on Linux, so a destination policy that denies
+    loopback must deny :func:`is_unspecified` too.
     """
     addr = _address(host)
     if addr is None:
         name = _fold(host)
         return name == "localhost" or name.endswith(".localhost")
-    return addr.is_loopback or addr.is_unspecified
+    return addr.is_loopback
+
+
+def is_unspecified(host: str) -> bool:
+    """Is ``host`` ``0.0.0.0`` or ``::`` (or IPv4-mapped ``::ffff:0.0.0.0``)?"""
+    addr = _address(host)
+    return addr is not None and addr.is_unspecified
 
 
 def is_link_local_or_metadata(host: str) -> bool:

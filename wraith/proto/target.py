@@ -76,7 +76,9 @@ def parse_target(
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
-            raise TargetError(f"invalid target {original!r}: {host!r} is not an IPv6 address") from None
+            raise TargetError(
+                f"invalid target {original!r}: {host!r} is not an IPv6 address"
+            ) from None
     elif text.count(":") > 1:
         # A bare IPv6 literal without a port, as ssh accepts it.
         host = text

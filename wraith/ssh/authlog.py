@@ -22,9 +22,12 @@ log = logging.getLogger("wraith.auth")
 
 
 class _Result(Protocol):
-    accepted: bool
-    reason: str
-    fingerprint: str
+    @property
+    def accepted(self) -> bool: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def fingerprint(self) -> str: ...
 
 
 def quote(value: str, limit: int = 64) -> str:

@@ -37,10 +37,7 @@ from typing import Any
 import paramiko
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paramiko.common import (
-    AUTH_FAILED,
-    AUTH_SUCCESSFUL,
-    OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED,
-    OPEN_SUCCEEDED,
+    cMSG_CHANNEL_OPEN,
     cMSG_CHANNEL_OPEN_FAILURE,
     cMSG_CHANNEL_OPEN_SUCCESS,
 )
@@ -77,6 +74,13 @@ from .known_hosts import HostKeyError, HostKeyPolicy
 
 log = logging.getLogger("wraith.ssh")
 
+# paramiko's result codes, typed (paramiko itself is untyped).
+AUTH_SUCCESSFUL: int = int(paramiko.common.AUTH_SUCCESSFUL)
+AUTH_FAILED: int = int(paramiko.common.AUTH_FAILED)
+OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED: int = int(
+    paramiko.common.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+)
+
 # AES-GCM first (DESIGN: cipher order), then the CTR+EtM fallbacks paramiko has.
 CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr")
 KEX = ("curve25519-sha256", "curve25519-sha256@libssh.org", "ecdh-sha2-nistp256")
@@ -86,8 +90,6 @@ WINDOW_SIZE = 2 * 1024 * 1024
 MAX_PACKET = 32768
 #: Pending (unconfirmed) direct-tcpip opens allowed per session.
 MAX_PENDING_OPENS = 512
-#: Seconds a forwarded-tcpip open may wait for the client's confirmation.
-FORWARDED_OPEN_TIMEOUT = 30.0
 
 for _name in ("paramiko", "paramiko.transport"):
     logging.getLogger(_name).setLevel(logging.WARNING)
@@ -127,12 +129,79 @@ class _Transport(paramiko.Transport):  # type: ignore[misc]
     }
 
     wraith_session: _SessionBase
+    #: Our own channel opens in flight, by local channel id.  paramiko's
+    #: open_channel() keeps the failure reason in one transport-wide slot, so
+    #: concurrent failures overwrite each other; we keep one result per open.
+    #: (paramiko's channel map holds channels weakly: we keep them alive here.)
+    wraith_opens: dict[int, tuple[Pending[Channel], paramiko.Channel]]
 
     def run(self) -> None:
         try:
             super().run()
         finally:
+            with self.lock:
+                opens, self.wraith_opens = self.wraith_opens, {}
+            for pending, _ in opens.values():
+                pending.set_error(SessionClosed(_transport_error(self, "session closed")))
             self.wraith_session.transport_ended()
+
+    def wraith_open(
+        self, kind: str, dest: tuple[str, int], src: tuple[str, int]
+    ) -> Pending[Channel]:
+        """Send CHANNEL_OPEN and return at once; the reply resolves the Pending."""
+        pending: Pending[Channel] = Pending()
+        if not self.is_active():
+            pending.set_error(SessionClosed(_transport_error(self, "session closed")))
+            return pending
+        with self.lock:
+            chanid = self._next_channel()
+            m = Message()
+            m.add_byte(cMSG_CHANNEL_OPEN)
+            m.add_string(kind)
+            m.add_int(chanid)
+            m.add_int(WINDOW_SIZE)
+            m.add_int(MAX_PACKET)
+            m.add_string(dest[0])
+            m.add_int(dest[1])
+            m.add_string(src[0])
+            m.add_int(src[1])
+            chan = paramiko.Channel(chanid)
+            self._channels.put(chanid, chan)
+            self.channels_seen[chanid] = True
+            chan._set_transport(self)
+            chan._set_window(WINDOW_SIZE, MAX_PACKET)
+            self.wraith_opens[chanid] = (pending, chan)
+        try:
+            self._send_user_message(m)
+        except (paramiko.SSHException, OSError) as e:
+            with self.lock:
+                self.wraith_opens.pop(chanid, None)
+            pending.set_error(SessionClosed(str(e) or "session closed"))
+        return pending
+
+    def _parse_channel_open_success(self, m: Message) -> None:
+        chanid = m.get_int()
+        m.rewind()
+        super()._parse_channel_open_success(m)
+        with self.lock:
+            opening = self.wraith_opens.pop(chanid, None)
+        if opening is not None:
+            pending, chan = opening
+            pending.set_result(ParamikoChannel(chan, self))
+
+    def _parse_channel_open_failure(self, m: Message) -> None:
+        chanid = m.get_int()
+        reason = m.get_int()
+        text = m.get_text()
+        with self.lock:
+            opening = self.wraith_opens.pop(chanid, None)
+            if opening is not None:
+                self._channels.delete(chanid)
+        if opening is None:
+            m.rewind()
+            super()._parse_channel_open_failure(m)
+            return
+        opening[0].set_error(ChannelOpenFailed(reason, text))
 
     def _auth_trigger(self) -> None:
         super()._auth_trigger()
@@ -157,9 +226,7 @@ class _Transport(paramiko.Transport):  # type: ignore[misc]
         origin_port = m.get_int()
         session = self.wraith_session
         assert isinstance(session, ParamikoServerSession)
-        session.direct_tcpip(
-            peer_chanid, window, max_packet, host, port, origin_host, origin_port
-        )
+        session.direct_tcpip(peer_chanid, window, max_packet, host, port, origin_host, origin_port)
 
     # Called from any thread.
     def wraith_new_channel(
@@ -363,6 +430,7 @@ class ParamikoServerSession(ServerSession, _SessionBase):
         t.add_server_key(host_key)
         t.banner_timeout = 15
         t.handshake_timeout = 15
+        t.wraith_opens = {}
         self._transport = t
         t.start_server(event=threading.Event(), server=_ServerInterface(self))
 
@@ -384,25 +452,9 @@ class ParamikoServerSession(ServerSession, _SessionBase):
     def open_forwarded(
         self, bind_host: str, bind_port: int, origin_host: str, origin_port: int
     ) -> Pending[Channel]:
-        pending: Pending[Channel] = Pending()
-        t = self._transport
-
-        def run() -> None:
-            try:
-                chan = t.open_channel(
-                    "forwarded-tcpip",
-                    (bind_host, bind_port),
-                    (origin_host, origin_port),
-                    timeout=FORWARDED_OPEN_TIMEOUT,
-                )
-                pending.set_result(ParamikoChannel(chan, t))
-            except paramiko.ChannelException as e:
-                pending.set_error(ChannelOpenFailed(e.code, e.text))
-            except (paramiko.SSHException, OSError, EOFError) as e:
-                pending.set_error(SessionClosed(str(e) or "session closed"))
-
-        threading.Thread(target=run, name="wraith-fwd-open", daemon=True).start()
-        return pending
+        return self._transport.wraith_open(
+            "forwarded-tcpip", (bind_host, bind_port), (origin_host, origin_port)
+        )
 
     # called from paramiko's thread ---------------------------------------------
 
@@ -626,6 +678,7 @@ class ParamikoClientSession(ClientSession, _SessionBase):
         def run() -> None:
             sock.setblocking(True)
             t = _Transport(sock)
+            t.wraith_opens = {}
             session = cls(t, "")
             try:
                 _configure(t)
@@ -708,24 +761,7 @@ class ParamikoClientSession(ClientSession, _SessionBase):
     def open_direct_tcpip(
         self, host: str, port: int, origin_host: str, origin_port: int
     ) -> Pending[Channel]:
-        pending: Pending[Channel] = Pending()
-        t = self._transport
-
-        def op() -> Channel:
-            if not t.is_active():
-                raise SessionClosed("session closed")
-            chan = t.open_channel(
-                "direct-tcpip",
-                (host, port),
-                (origin_host, origin_port),
-                window_size=WINDOW_SIZE,
-                max_packet_size=MAX_PACKET,
-                timeout=3600,
-            )
-            return ParamikoChannel(chan, t)
-
-        self._run(pending, op)
-        return pending
+        return self._transport.wraith_open("direct-tcpip", (host, port), (origin_host, origin_port))
 
     def _on_forwarded(
         self, chan: paramiko.Channel, origin: tuple[str, int], server: tuple[str, int]
