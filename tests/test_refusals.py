@@ -361,7 +361,24 @@ def test_server_survives_bad_input(
             s.close()
     assert_local_forward_works(backend, wraith_server, keys, echo, seed=5)
     assert wraith_server.proc.popen.poll() is None
-    assert not any("Traceback" in x for x in wraith_server.proc.stderr), wraith_server.proc.output()
+
+
+def test_bad_input_is_logged_without_tracebacks(backend: str, wraith_server: WraithServer) -> None:
+    """Pre-auth junk is an everyday event (scanners): at most a line each, no traceback."""
+    addr = ("127.0.0.1", wraith_server.port)
+    with socket.create_connection(addr, timeout=30) as sock:
+        sock.sendall(b"SSH-2.0-x\r\n" + os.urandom(8192))
+        assert_closes(sock, timeout=30)
+    with socket.create_connection(addr, timeout=30) as sock:
+        sock.sendall(b"SSH-2.0-hal")
+        time.sleep(0.5)
+    socket.create_connection(addr, timeout=30).close()
+    deadline = time.monotonic() + 10
+    while sum("session closed" in x for x in wraith_server.proc.stderr) < 3:
+        assert time.monotonic() < deadline, wraith_server.proc.output()
+        time.sleep(0.1)
+    noisy = [x for x in wraith_server.proc.stderr if "Traceback" in x or " ERROR " in x]
+    assert not noisy, "\n".join(noisy[:20])
 
 
 def test_client_socks_survives_bad_input(

@@ -24,7 +24,7 @@ from ..ssh.known_hosts import HostKeyPolicy
 from ..ssh.paramiko_engine import ParamikoClientSession
 from .server import DialError, dial
 from .streams import open_channel_streams, reset, splice
-from .wake import Notifier, wait_pending
+from .wake import Notifier, guarded, wait_pending
 
 log = logging.getLogger("wraith.client")
 
@@ -120,8 +120,8 @@ class Client:
         pending = self.session.open_direct_tcpip(host, port, origin[0], origin[1])
         return await wait_pending(pending)
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Awaitable[None], what: str = "task") -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(guarded(what, coro))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -144,7 +144,7 @@ class Client:
                     log.warning("SSH session closed: %s", ev.reason)
                     break
                 if isinstance(ev, e.ForwardedConnection):
-                    self._spawn(self._forwarded(ev))
+                    self._spawn(self._forwarded(ev), "forwarded connection")
         finally:
             self.session.set_waker(None)
             self._closed.set()
@@ -184,7 +184,7 @@ class Client:
     ) -> list[tuple[str, int]]:
         async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             self._track()
-            await handler((reader, writer))
+            await guarded("local connection", handler((reader, writer)))
 
         try:
             server = await asyncio.start_server(

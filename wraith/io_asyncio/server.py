@@ -21,7 +21,7 @@ from ..proto import tunnel
 from ..ssh import engine as e
 from ..ssh.paramiko_engine import ParamikoServerEngine
 from .streams import open_channel_streams, reset, splice
-from .wake import Notifier, wait_pending
+from .wake import Notifier, guarded, wait_pending
 
 log = logging.getLogger("wraith.server")
 
@@ -93,8 +93,8 @@ class _Session:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.forwards: dict[tuple[str, int], asyncio.Server] = {}
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(guarded(what, coro))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -139,9 +139,9 @@ class _Session:
         if isinstance(ev, e.Authenticated):
             log.debug("session authenticated src=%s port=%d", *self.peer)
         elif isinstance(ev, e.DirectTcpipRequested):
-            self._spawn(self._direct(ev))
+            self._spawn(self._direct(ev), "tunnel")
         elif isinstance(ev, e.ForwardListening):
-            self._spawn(self._forward_listener(ev))
+            self._spawn(self._forward_listener(ev), "forward listener")
         elif isinstance(ev, e.ForwardCancelled):
             server = self.forwards.pop((ev.bind_host, ev.bind_port), None)
             if server is not None:
@@ -166,7 +166,7 @@ class _Session:
             assert task is not None
             self.tasks.add(task)
             try:
-                await self._forwarded(ev, reader, writer)
+                await guarded("forwarded connection", self._forwarded(ev, reader, writer))
             finally:
                 self.tasks.discard(task)
 
@@ -230,7 +230,7 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
                 log.warning("accept failed: %s", exc)
                 await asyncio.sleep(0.1)
                 continue
-            task = asyncio.ensure_future(handle(raw, addr))
+            task = asyncio.ensure_future(guarded("session", handle(raw, addr)))
             sessions.add(task)
             task.add_done_callback(sessions.discard)
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
-from typing import TypeVar
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from ..ssh.engine import Pending
 
 T = TypeVar("T")
+log = logging.getLogger("wraith")
 
 
 class Notifier:
@@ -57,3 +59,15 @@ async def wait_pending(pending: Pending[T]) -> T:
     finally:
         pending.set_waker(None)
     return pending.result()
+
+
+async def guarded(what: str, aw: Awaitable[Any]) -> None:
+    """Run one connection's task so that its failure stays its own.
+
+    Only the exception's type is logged: messages from the network stack can
+    name the destination, and destinations never reach the logs.
+    """
+    try:
+        await aw
+    except Exception as exc:
+        log.warning("%s failed: %s", what, type(exc).__name__)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import trio
@@ -24,7 +24,7 @@ from ..ssh import engine as e
 from ..ssh.known_hosts import HostKeyPolicy
 from ..ssh.paramiko_engine import ParamikoClientSession
 from .streams import ChannelStream, reset, splice
-from .wake import Notifier, wait_pending
+from .wake import Notifier, guarded, wait_pending
 
 log = logging.getLogger("wraith.client")
 
@@ -118,7 +118,7 @@ class Client:
                     log.warning("SSH session closed: %s", ev.reason)
                     break
                 if isinstance(ev, e.ForwardedConnection):
-                    nursery.start_soon(self._forwarded, ev)
+                    nursery.start_soon(guarded, "forwarded connection", self._forwarded, ev)
         finally:
             self.session.set_waker(None)
             self._closed.set()
@@ -154,7 +154,10 @@ class Client:
     # -- local listeners --------------------------------------------------------
 
     async def _serve_local(
-        self, listeners: list[trio.SocketListener], handler: object, nursery: trio.Nursery
+        self,
+        listeners: list[trio.SocketListener],
+        handler: Callable[[trio.SocketStream], Awaitable[None]],
+        nursery: trio.Nursery,
     ) -> None:
         async def accept_loop(listener: trio.SocketListener) -> None:
             async with listener:
@@ -165,7 +168,7 @@ class Client:
                         log.warning("local accept failed: %s", exc)
                         await trio.sleep(0.1)
                         continue
-                    nursery.start_soon(handler, stream)  # type: ignore[arg-type]
+                    nursery.start_soon(guarded, "local connection", handler, stream)
 
         for listener in listeners:
             nursery.start_soon(accept_loop, listener)

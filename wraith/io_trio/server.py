@@ -24,7 +24,7 @@ from ..proto import tunnel
 from ..ssh import engine as e
 from ..ssh.paramiko_engine import ParamikoServerEngine
 from .streams import ChannelStream, reset, splice
-from .wake import Notifier, wait_pending
+from .wake import Notifier, guarded, wait_pending
 
 log = logging.getLogger("wraith.server")
 
@@ -105,7 +105,7 @@ class _Session:
         if isinstance(ev, e.Authenticated):
             log.debug("session authenticated src=%s port=%d", *self.peer)
         elif isinstance(ev, e.DirectTcpipRequested):
-            nursery.start_soon(self._direct, ev)
+            nursery.start_soon(guarded, "tunnel", self._direct, ev)
         elif isinstance(ev, e.ForwardListening):
             scope = trio.CancelScope()
             self.forwards[(ev.bind_host, ev.bind_port)] = scope
@@ -138,7 +138,14 @@ class _Session:
             async with trio.open_nursery() as nursery:
                 while True:
                     conn, addr = await listener.accept()
-                    nursery.start_soon(self._forwarded, ev, trio.SocketStream(conn), addr)
+                    nursery.start_soon(
+                        guarded,
+                        "forwarded connection",
+                        self._forwarded,
+                        ev,
+                        trio.SocketStream(conn),
+                        addr,
+                    )
 
     async def _forwarded(
         self, ev: e.ForwardListening, stream: trio.SocketStream, addr: tuple[str, int]
@@ -186,7 +193,7 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
                     log.warning("accept failed: %s", exc)
                     await trio.sleep(0.1)
                     continue
-                nursery.start_soon(handle, conn, addr)
+                nursery.start_soon(guarded, "session", handle, conn, addr)
 
     async def handle(conn: trio.socket.SocketType, addr: tuple[str, int]) -> None:
         peer = (str(addr[0]), int(addr[1]))

@@ -8,14 +8,16 @@ wait on it only if polling made no progress, so no wake-up is ever lost.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
-from typing import TypeVar
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import trio
 
 from ..ssh.engine import Pending
 
 T = TypeVar("T")
+log = logging.getLogger("wraith")
 
 
 class Notifier:
@@ -53,3 +55,15 @@ async def wait_pending(pending: Pending[T]) -> T:
     finally:
         pending.set_waker(None)
     return pending.result()
+
+
+async def guarded(what: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+    """Run one connection's task so that its failure stays its own.
+
+    Only the exception's type is logged: messages from the network stack can
+    name the destination, and destinations never reach the logs.
+    """
+    try:
+        await fn(*args)
+    except Exception as exc:
+        log.warning("%s failed: %s", what, type(exc).__name__)

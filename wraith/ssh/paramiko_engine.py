@@ -291,10 +291,10 @@ class ParamikoChannel(Channel):
                 n: int = ch.send(bytes(view[total : total + chunk]))
             except TimeoutError:
                 break
-            except OSError as e:
+            except (OSError, paramiko.SSHException) as e:
                 if total:
                     break
-                raise ChannelClosed(str(e)) from None
+                raise ChannelClosed(str(e) or "channel closed") from None
             if n <= 0:
                 break
             total += n
