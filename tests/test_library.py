@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 import trio
-
 from conftest import Keys
 from helpers import EchoServer, free_port, pattern_bytes
+
 from wraith.options import ConnectOptions, ServeOptions
 from wraith.proto.tunnel import OpenFailure
 from wraith.ssh import keys as wkeys

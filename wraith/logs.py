@@ -42,5 +42,7 @@ def setup_logging(verbosity: int = 0, fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Third-party loggers can name addresses at DEBUG: keep them quiet.
-    for name in ("paramiko", "trio", "asyncio"):
+    for name in ("trio", "asyncio"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ("paramiko", "paramiko.transport"):
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)

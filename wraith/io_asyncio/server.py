@@ -101,6 +101,7 @@ class _Session:
     async def run(self) -> None:
         notifier = Notifier()
         self.session.set_waker(notifier.wake)
+        reason = "closed"
         loop = asyncio.get_running_loop()
         deadline: float | None = loop.time() + self.opts.auth_timeout
         try:
@@ -121,6 +122,7 @@ class _Session:
                         deadline = None
                     continue
                 if isinstance(ev, e.Closed):
+                    reason = ev.reason
                     break
                 self._dispatch(ev)
         finally:
@@ -133,7 +135,10 @@ class _Session:
             for task in list(self.tasks):
                 with contextlib.suppress(BaseException):
                     await task
-            log.info("session closed src=%s port=%d", *self.peer)
+            if self.session.authenticated:
+                log.info("session closed src=%s port=%d", *self.peer)
+            else:
+                log.info("closed before authentication src=%s port=%d: %s", *self.peer, reason)
 
     def _dispatch(self, ev: e.ServerEvent) -> None:
         if isinstance(ev, e.Authenticated):

@@ -74,6 +74,7 @@ class _Session:
     async def run(self) -> None:
         notifier = Notifier()
         self.session.set_waker(notifier.wake)
+        reason = "closed"
         deadline = trio.current_time() + self.opts.auth_timeout
         try:
             async with trio.open_nursery() as nursery:
@@ -93,13 +94,17 @@ class _Session:
                         deadline = math.inf
                         continue
                     if isinstance(ev, e.Closed):
+                        reason = ev.reason
                         nursery.cancel_scope.cancel()
                         break
                     self._dispatch(ev, nursery)
         finally:
             self.session.set_waker(None)
             self.session.close()
-            log.info("session closed src=%s port=%d", *self.peer)
+            if self.session.authenticated:
+                log.info("session closed src=%s port=%d", *self.peer)
+            else:
+                log.info("closed before authentication src=%s port=%d: %s", *self.peer, reason)
 
     def _dispatch(self, ev: e.ServerEvent, nursery: trio.Nursery) -> None:
         if isinstance(ev, e.Authenticated):

@@ -19,8 +19,9 @@ subclass ``Transport`` in three places:
 Calls that block in paramiko (client open, global requests, ``start_client``)
 run in short-lived threads and report through :class:`Pending`.
 
-paramiko's own loggers are kept at WARNING: at DEBUG they name forwarded
-addresses, and nothing may log tunnel destinations.
+paramiko's own loggers are silenced: at DEBUG they name forwarded addresses
+(nothing may log tunnel destinations), and at ERROR they dump tracebacks for
+every malformed pre-auth connection.
 """
 
 from __future__ import annotations
@@ -91,8 +92,11 @@ MAX_PACKET = 32768
 #: Pending (unconfirmed) direct-tcpip opens allowed per session.
 MAX_PENDING_OPENS = 512
 
+# paramiko logs handshake failures with full tracebacks at ERROR: a port scan
+# would flood the log that fail2ban reads.  The drivers log one line per
+# session end instead, with the reason taken from the transport.
 for _name in ("paramiko", "paramiko.transport"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
+    logging.getLogger(_name).setLevel(logging.CRITICAL + 1)
 
 
 def _paramiko_key(key: Ed25519PrivateKey) -> paramiko.Ed25519Key:
