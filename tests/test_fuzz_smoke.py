@@ -23,11 +23,18 @@ import pytest
 # them loaded and leaves them uninstrumented inside pytest.
 import wraith.proto.forwards
 import wraith.proto.names
-import wraith.proto.socks5  # noqa: F401
+import wraith.proto.socks5
+import wraith.proto.target  # noqa: F401
 from wraith.proto.socks5 import AddressType, Connected, ConnectRequest
 
 FUZZ_DIR = Path(__file__).resolve().parent.parent / "fuzz"
-HARNESSES = ["fuzz_socks5_server", "fuzz_socks5_client", "fuzz_forwards", "fuzz_names"]
+HARNESSES = [
+    "fuzz_socks5_server",
+    "fuzz_socks5_client",
+    "fuzz_forwards",
+    "fuzz_names",
+    "fuzz_target",
+]
 TRAILER = b"payload"
 
 SERVER_INPUTS = [
@@ -48,6 +55,7 @@ CLIENT_INPUTS = [
     (b"\x05\x00" + b"\x05\x00\x00\x03\x05proxy\x00\x50", False),
 ]
 SPECS = ["8080:localhost:80", "[::1]:8080:[2001:db8::1]:443", "*:1080", "0:h:22", "1080"]
+TARGETS = ["user@host:2222", "tcp://[::1]:22", "h", "tcp://0.0.0.0:0"]
 HOSTS = ["example.com", "[::1]", "127.1", "WRAITH-control", "169.254.169.254", ""]
 
 
@@ -70,6 +78,7 @@ def seeds() -> list[bytes]:
         [bytes([0, 0, 255]) + m for m, _ in SERVER_INPUTS + SERVER_ERRORS + CLIENT_INPUTS]
         + [bytes([i]) + s.encode() for i, s in enumerate(SPECS)]
         + [b"\x01\xbb" + h.encode() for h in HOSTS]
+        + [bytes([i]) + t.encode() for i, t in enumerate(TARGETS)]
     )
 
 

@@ -20,14 +20,22 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CONNECT, EXIT_AUTH, EXIT_HOST_KEY = 0, 1, 2, 3, 4, 5
 
 EPILOG = """\
 exit codes: 0 ok, 1 runtime error (e.g. session lost), 2 bad usage or options,
 3 cannot connect, 4 authentication refused, 5 host key unknown or mismatching.
-Every flag can be set with a WRAITH_* environment variable, e.g. WRAITH_BACKEND=asyncio."""
+Every flag of serve and connect can be set with a WRAITH_* environment variable,
+e.g. WRAITH_BACKEND=asyncio; flags win over the environment."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"wraith: {self.prog}: {message} (see --help)\n")
 
 
 def _env_name(action: argparse.Action) -> str | None:
@@ -66,9 +74,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--engine",
-        choices=("paramiko", "sansio"),
+        choices=("paramiko",),
         default="paramiko",
-        help="SSH engine (default: paramiko; sansio is not available yet)",
+        help="SSH engine (default: paramiko, the only one so far)",
     )
     p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
     p.add_argument(
@@ -77,7 +85,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="wraith",
         description="Self-hostable SSH tunnels: a SOCKS5 proxy and port forwards over SSH.",
         epilog=EPILOG,
@@ -86,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"wraith {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     s = sub.add_parser(
         "serve",
@@ -155,7 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    c.add_argument("target", nargs="?", metavar="TARGET", help="[user@]host[:port] or tcp://...")
+    c.add_argument(
+        "target",
+        nargs="?",
+        default=os.environ.get("WRAITH_TARGET") or None,
+        metavar="TARGET",
+        help="[user@]host[:port] (default port 2222) or tcp://... [env: WRAITH_TARGET]",
+    )
     c.add_argument(
         "-D",
         "--socks",
@@ -231,7 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--socks-port", type=int, default=0, help="SOCKS port (default: any free)")
     _common(d)
 
-    for p in (s, c, k, d):
+    # serve and connect take every flag from WRAITH_* too (services, containers);
+    # keygen and demo are interactive one-shots and read no environment.
+    for p in (s, c):
         _apply_env(p)
     return parser
 

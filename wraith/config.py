@@ -11,6 +11,7 @@ import getpass
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -19,6 +20,10 @@ from .proto import forwards as fw
 from .proto import names
 from .proto.errors import RemoteProtocolError
 from .proto.target import Target, parse_target
+
+if TYPE_CHECKING:
+    from .ssh.auth import AuthPolicy
+    from .ssh.known_hosts import HostKeyPolicy
 
 ENGINES = ("paramiko",)
 
@@ -43,7 +48,7 @@ class ServerConfig:
     host_key: Ed25519PrivateKey
     host_key_created: bool
     state_dir: Path
-    policy: object  # wraith.ssh.auth.AuthPolicy (kept loose to keep imports light)
+    policy: AuthPolicy
     engine: str
     warnings: list[str] = field(default_factory=list)
 
@@ -108,7 +113,7 @@ class ClientConfig:
     username: str
     identity: Ed25519PrivateKey
     certificate: str | None
-    host_keys: object  # wraith.ssh.known_hosts.HostKeyPolicy
+    host_keys: HostKeyPolicy
     socks: list[SocksListener]
     local: list[fw.LocalForward]
     registry: fw.ForwardRegistry

@@ -6,6 +6,7 @@ The CLI prints the message as one line on stderr and exits with the code.
 from __future__ import annotations
 
 from .config import ConfigError
+from .ssh.known_hosts import HostKeyError, HostKeyMismatch, UnknownHostKey
 from .ssh.engine import (
     AuthenticationFailed,
     ChannelOpenFailed,
@@ -44,6 +45,9 @@ __all__ = [
     "ConnectError",
     "EngineError",
     "HandshakeFailed",
+    "HostKeyError",
+    "HostKeyMismatch",
     "SessionClosed",
+    "UnknownHostKey",
     "WraithError",
 ]

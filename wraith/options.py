@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 KeySource = str | bytes | os.PathLike[str]
 
@@ -73,4 +73,3 @@ class ConnectOptions:
     socks_open: bool = False
     engine: str = "paramiko"
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
-    extra: dict[str, object] = field(default_factory=dict)

@@ -20,7 +20,6 @@ from ..options import ConnectOptions
 from ..proto import forwards as fw
 from ..proto import socks5, tunnel
 from ..ssh import engine as e
-from ..ssh.known_hosts import HostKeyPolicy
 from ..ssh.paramiko_engine import ParamikoClientSession
 from .server import DialError, dial
 from .streams import open_channel_streams, reset, splice
@@ -36,7 +35,6 @@ Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 async def _establish(cfg: ClientConfig) -> e.ClientSession:
     target = cfg.target
-    assert isinstance(cfg.host_keys, HostKeyPolicy)
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(cfg.connect_timeout):

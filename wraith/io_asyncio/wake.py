@@ -3,6 +3,11 @@
 An engine calls :meth:`Notifier.wake` from any thread whenever something may
 have changed; tasks take :meth:`Notifier.event` *before* polling the engine and
 wait on it only if polling made no progress, so no wake-up is ever lost.
+
+Taking the event also arms the notifier: a wake-up reaches the loop only if a
+task has looked since the last one.  A busy reader therefore costs no wake-ups
+at all (it finds the data when it polls), which matters at one wake-up per SSH
+packet.
 """
 
 from __future__ import annotations
@@ -23,27 +28,28 @@ class Notifier:
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._event = asyncio.Event()
-        self._scheduled = False
+        self._armed = True
 
     def wake(self) -> None:
         """Thread-safe and cheap; repeated calls before the loop runs coalesce."""
-        if self._scheduled:
+        if not self._armed:
             return
-        self._scheduled = True
+        self._armed = False
         with contextlib.suppress(RuntimeError):  # the loop is closed
             self._loop.call_soon_threadsafe(self._fire)
 
     def _fire(self) -> None:
-        self._scheduled = False
         event, self._event = self._event, asyncio.Event()
         event.set()
 
     def event(self) -> asyncio.Event:
+        """The event the next wake-up sets; take it *before* polling the engine."""
+        self._armed = True
         return self._event
 
     async def poll(self, check: Callable[[], T | None]) -> T:
         while True:
-            event = self._event
+            event = self.event()
             value = check()
             if value is not None:
                 return value

@@ -170,9 +170,6 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
     config = ServerConfig.from_options(opts)
     for warning in config.warnings:
         log.warning("%s", warning)
-    from ..ssh.auth import AuthPolicy
-
-    assert isinstance(config.policy, AuthPolicy)
     engine = ParamikoServerEngine(
         config.host_key, config.policy, allow_remote_bind=opts.allow_remote_bind
     )
