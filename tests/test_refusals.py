@@ -492,3 +492,22 @@ def test_remote_bind_is_loopback_only(
         assert echo_roundtrip(client.remote_ports[0], payload, timeout=60) == payload
     finally:
         client.proc.stop()
+
+
+def test_metadata_and_link_local_destinations_denied(
+    backend: str, wraith_server: WraithServer, keys: Keys, echo: EchoServer
+) -> None:
+    """Cloud metadata and link-local addresses are never dialled (they hand out credentials)."""
+    client = start_client(backend, wraith_server, keys.client, args=["-D", "127.0.0.1:0"])
+    assert client.socks_port is not None
+    try:
+        for host in ("169.254.169.254", "fe80::1", "metadata.google.internal"):
+            with pytest.raises(SocksFailed) as refused:
+                socks_connect(client.socks_port, host, 80)
+            assert refused.value.code == 2, host  # connection not allowed by ruleset
+        # The session carries on.
+        with socks_connect(client.socks_port, "localhost", echo.port) as sock:
+            sock.sendall(b"ok")
+            assert recv_exact(sock, 2) == b"ok"
+    finally:
+        client.proc.stop()

@@ -6,7 +6,6 @@ The CLI prints the message as one line on stderr and exits with the code.
 from __future__ import annotations
 
 from .config import ConfigError
-from .ssh.known_hosts import HostKeyError, HostKeyMismatch, UnknownHostKey
 from .ssh.engine import (
     AuthenticationFailed,
     ChannelOpenFailed,
@@ -14,6 +13,7 @@ from .ssh.engine import (
     HandshakeFailed,
     SessionClosed,
 )
+from .ssh.known_hosts import HostKeyError, HostKeyMismatch, UnknownHostKey
 
 
 class WraithError(Exception):

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..config import ConfigError, ServerConfig
 from ..options import ServeOptions
-from ..proto import tunnel
+from ..proto import names, tunnel
 from ..ssh import engine as e
 from ..ssh.paramiko_engine import ParamikoServerEngine
 from .streams import open_channel_streams, reset, splice
@@ -157,6 +157,11 @@ class _Session:
             local = await dial(ev.host, ev.port, self.opts.dial_timeout)
         except DialError as exc:
             ev.reject(e.OpenFailure.CONNECT_FAILED, str(exc))
+            return
+        peer = local[1].get_extra_info("peername") or ("",)
+        if names.is_link_local_or_metadata(str(peer[0])):
+            reset(local[1])  # a name that resolved to a metadata address
+            ev.reject(e.OpenFailure.ADMINISTRATIVELY_PROHIBITED, tunnel.LINK_LOCAL_DENIED)
             return
         try:
             channel = ev.accept()

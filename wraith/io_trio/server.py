@@ -20,7 +20,7 @@ import trio
 
 from ..config import ServerConfig
 from ..options import ServeOptions
-from ..proto import tunnel
+from ..proto import names, tunnel
 from ..ssh import engine as e
 from ..ssh.paramiko_engine import ParamikoServerEngine
 from .streams import ChannelStream, reset, splice
@@ -129,6 +129,10 @@ class _Session:
             return
         except OSError as exc:
             ev.reject(e.OpenFailure.CONNECT_FAILED, _dial_error(exc))
+            return
+        if names.is_link_local_or_metadata(str(stream.socket.getpeername()[0])):
+            await reset(stream)  # a name that resolved to a metadata address
+            ev.reject(e.OpenFailure.ADMINISTRATIVELY_PROHIBITED, tunnel.LINK_LOCAL_DENIED)
             return
         try:
             channel = ev.accept()

@@ -36,6 +36,7 @@ TIMED_OUT = "connect timed out"
 RESERVED_NAME = "administratively prohibited: reserved name"
 NOT_PERMITTED = "administratively prohibited: not permitted by policy"
 INVALID_DESTINATION = "administratively prohibited: invalid destination"
+LINK_LOCAL_DENIED = "administratively prohibited: link-local and metadata addresses are denied"
 
 
 def describe_dial_error(err: int | None, *, dns: bool = False, timeout: bool = False) -> str:

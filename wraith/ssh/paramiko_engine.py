@@ -654,6 +654,10 @@ class ParamikoServerSession(ServerSession, _SessionBase):
             return OpenFailure.ADMINISTRATIVELY_PROHIBITED, tunnel.INVALID_DESTINATION
         if not perms.port_forwarding or not perms.allows_open(normal, port):
             return OpenFailure.ADMINISTRATIVELY_PROHIBITED, tunnel.NOT_PERMITTED
+        if names.is_link_local_or_metadata(normal):
+            # Cloud metadata services hand out credentials: never a tunnel target.
+            # (The drivers check the address a name resolved to as well.)
+            return OpenFailure.ADMINISTRATIVELY_PROHIBITED, tunnel.LINK_LOCAL_DENIED
         return None
 
     def port_forward_request(self, address: str, port: int) -> int | bool:
