@@ -90,7 +90,7 @@ KEX = ("curve25519-sha256", "curve25519-sha256@libssh.org", "ecdh-sha2-nistp256"
 HOST_KEY_TYPES = ("ssh-ed25519",)
 #: Channel window and max packet: paramiko's defaults measured best (PARAMIKO.md).
 WINDOW_SIZE = 2 * 1024 * 1024
-MAX_PACKET = 32768
+MAX_PACKET = 131072
 #: What an SSH client is told when it asks for a shell, a command or a subsystem.
 REFUSED_SESSION = "sessions are not served: this server only carries tunnels"
 #: Pending (unconfirmed) direct-tcpip opens allowed per session.
