@@ -107,8 +107,9 @@ def test_env_vars_set_flags(
         WRAITH_IDENTITY=keys.client.read_text(),  # key text, not a path
         WRAITH_SOCKS="127.0.0.1:0",
         WRAITH_BACKEND=backend,
+        WRAITH_TARGET=wraith_server.target,
     )
-    proc = Proc([*WRAITH, "connect", wraith_server.target], env=env)
+    proc = Proc([*WRAITH, "connect"], env=env)
     try:
         m = proc.wait_for(r"SOCKS5 proxy listening on \S+:(\d+)")
         out = subprocess.run(
