@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,7 +20,7 @@ from ..proto import forwards as fw
 from ..proto import socks5, tunnel
 from ..ssh import engine as e
 from ..ssh.paramiko_engine import ParamikoClientSession
-from .server import DialError, dial
+from .server import DialError, dial, tcp_connect
 from .streams import open_channel_streams, reset, splice
 from .wake import Notifier, guarded, wait_pending
 
@@ -35,11 +34,10 @@ Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 async def _establish(cfg: ClientConfig) -> e.ClientSession:
     target = cfg.target
-    loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(cfg.connect_timeout):
             try:
-                raw = await _tcp_connect(loop, target.host, target.port)
+                raw = await tcp_connect(target.host, target.port)
             except OSError as exc:
                 raise ConnectError(
                     f"cannot connect to {target.hostport()}: {(exc.strerror or str(exc)).lower()}"
@@ -59,24 +57,6 @@ async def _establish(cfg: ClientConfig) -> e.ClientSession:
         raise ConnectError(
             f"cannot connect to {target.hostport()}: timed out after {cfg.connect_timeout:g}s"
         ) from None
-
-
-async def _tcp_connect(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    first: OSError | None = None
-    for family, type_, proto, _, addr in infos:
-        sock = socket.socket(family, type_, proto)
-        sock.setblocking(False)
-        try:
-            await loop.sock_connect(sock, addr)
-            return sock
-        except OSError as exc:
-            sock.close()
-            first = first or exc
-        except BaseException:
-            sock.close()
-            raise
-    raise first or OSError(f"no address for {host}")
 
 
 class Client:

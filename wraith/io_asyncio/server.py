@@ -34,34 +34,44 @@ class Server:
     config: ServerConfig
 
 
+async def tcp_connect(host: str, port: int) -> socket.socket:
+    """A connected non-blocking socket to ``host:port``, trying each address in turn.
+
+    Raises ``socket.gaierror`` if the name does not resolve, else the first
+    address's ``OSError`` (its errno says refused, unreachable, ...).
+    """
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    first: OSError | None = None
+    for family, type_, proto, _, addr in infos:
+        sock = socket.socket(family, type_, proto)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, addr)
+            return sock
+        except OSError as exc:
+            sock.close()
+            first = first or exc
+        except BaseException:
+            sock.close()
+            raise
+    raise first or OSError(f"no address for {host}")
+
+
 async def dial(
     host: str, port: int, timeout: float
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Connect to ``host:port``; raise ``DialError`` with the open-failure text."""
-    loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(timeout):
-            try:
-                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            except socket.gaierror:
-                raise DialError(tunnel.describe_dial_error(None, dns=True)) from None
-            first: OSError | None = None
-            for family, type_, proto, _, addr in infos:
-                sock = socket.socket(family, type_, proto)
-                sock.setblocking(False)
-                try:
-                    await loop.sock_connect(sock, addr)
-                except OSError as exc:
-                    sock.close()
-                    first = first or exc
-                    continue
-                except BaseException:
-                    sock.close()
-                    raise
-                return await asyncio.open_connection(sock=sock, limit=1024 * 1024)
-            raise DialError(tunnel.describe_dial_error(first.errno if first else None))
+            sock = await tcp_connect(host, port)
+            return await asyncio.open_connection(sock=sock, limit=1024 * 1024)
     except TimeoutError:
         raise DialError(tunnel.TIMED_OUT) from None
+    except socket.gaierror:
+        raise DialError(tunnel.describe_dial_error(None, dns=True)) from None
+    except OSError as exc:
+        raise DialError(tunnel.describe_dial_error(exc.errno)) from None
 
 
 class DialError(Exception):
