@@ -73,3 +73,9 @@ def log_auth(*, method: str, username: str, source: tuple[str, int], result: _Re
         result.reason,
         extra={"auth": fields},
     )
+
+
+def log_token(text: str, limit: int = 40) -> str:
+    """A short peer-supplied token (a channel type, say), safe for a log line."""
+    clean = "".join(c if 0x20 < ord(c) < 0x7F else "?" for c in text[:limit])
+    return clean or "?"

@@ -307,3 +307,34 @@ class ClientSession(ABC):
     @property
     @abstractmethod
     def server_fingerprint(self) -> str: ...
+
+
+class ByteSession(ABC):
+    """A session whose bytes the driver carries: how a Sans-IO engine plugs in.
+
+    paramiko sessions move their own bytes in their own thread; a Sans-IO
+    session instead lets the driver's pump feed it what the socket read
+    (``receive_data``, ``b""`` at EOF), write what it produced
+    (``data_to_send``), and fire its timer.  The output waker fires whenever
+    new bytes are queued (channel writes happen in other tasks).
+    """
+
+    @abstractmethod
+    def receive_data(self, data: bytes, now: float) -> None: ...
+
+    @abstractmethod
+    def data_to_send(self) -> bytes: ...
+
+    @abstractmethod
+    def set_output_waker(self, waker: Waker | None) -> None: ...
+
+    @abstractmethod
+    def get_timer(self) -> float | None: ...
+
+    @abstractmethod
+    def handle_timer(self, now: float) -> None: ...
+
+    @property
+    @abstractmethod
+    def finished(self) -> bool:
+        """Nothing more will be sent: flush, then close the socket."""

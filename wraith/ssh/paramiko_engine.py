@@ -46,11 +46,10 @@ from paramiko.common import (
 )
 from paramiko.message import Message
 
-from ..proto import names, tunnel
-from ..proto.errors import RemoteProtocolError
+from ..proto import tunnel
 from . import keys
 from .auth import AuthPolicy, AuthResult, Permissions
-from .authlog import log_auth
+from .authlog import log_auth, log_token
 from .engine import (
     Authenticated,
     AuthenticationFailed,
@@ -74,6 +73,7 @@ from .engine import (
     Waker,
 )
 from .known_hosts import HostKeyError, HostKeyPolicy
+from .tunnels import check_destination, listen_socket, remote_bind_host
 
 log = logging.getLogger("wraith.ssh")
 
@@ -566,7 +566,7 @@ class ParamikoServerSession(ServerSession, _SessionBase):
         self._events.put(Closed(reason=_transport_error(self._transport, "connection closed")))
 
     def refuse_channel(self, kind: str, peer_chanid: int) -> None:
-        log.info("refused channel type=%s src=%s port=%d", _printable(kind), *self.peer)
+        log.info("refused channel type=%s src=%s port=%d", log_token(kind), *self.peer)
         m = Message()
         m.add_byte(cMSG_CHANNEL_OPEN_FAILURE)
         m.add_int(peer_chanid)
@@ -615,7 +615,9 @@ class ParamikoServerSession(ServerSession, _SessionBase):
         with self._lock:
             self._pending_opens += 1
             too_many = self._pending_opens > MAX_PENDING_OPENS
-        verdict = self._check_destination(host, port)
+        verdict = check_destination(self.permissions, host, port)
+        if verdict is not None and verdict[1] == tunnel.RESERVED_NAME:
+            log.info("refused reserved name src=%s port=%d", *self.peer)
         if too_many:
             reject(OpenFailure.RESOURCE_SHORTAGE, "too many pending channel opens")
             return
@@ -634,37 +636,11 @@ class ParamikoServerSession(ServerSession, _SessionBase):
             )
         )
 
-    def _check_destination(self, host: str, port: int) -> tuple[OpenFailure, str] | None:
-        """None if the open may proceed; else the refusal.  Logs no destination."""
-        perms = self.permissions
-        if perms is None:
-            return OpenFailure.ADMINISTRATIVELY_PROHIBITED, "not authenticated"
-        kind = names.classify(host)
-        if kind is names.Destination.RESERVED:
-            log.info("refused reserved name src=%s port=%d", *self.peer)
-            return OpenFailure.ADMINISTRATIVELY_PROHIBITED, tunnel.RESERVED_NAME
-        if kind is names.Destination.CONTROL:
-            return (
-                OpenFailure.ADMINISTRATIVELY_PROHIBITED,
-                "administratively prohibited: control channel not available",
-            )
-        try:
-            normal = names.validate_destination(host, port)
-        except RemoteProtocolError:
-            return OpenFailure.ADMINISTRATIVELY_PROHIBITED, tunnel.INVALID_DESTINATION
-        if not perms.port_forwarding or not perms.allows_open(normal, port):
-            return OpenFailure.ADMINISTRATIVELY_PROHIBITED, tunnel.NOT_PERMITTED
-        if names.is_link_local_or_metadata(normal):
-            # Cloud metadata services hand out credentials: never a tunnel target.
-            # (The drivers check the address a name resolved to as well.)
-            return OpenFailure.ADMINISTRATIVELY_PROHIBITED, tunnel.LINK_LOCAL_DENIED
-        return None
-
     def port_forward_request(self, address: str, port: int) -> int | bool:
         perms = self.permissions
         if perms is None or not perms.port_forwarding:
             return False
-        bind = _remote_bind_host(address, self.allow_remote_bind)
+        bind = remote_bind_host(address, self.allow_remote_bind)
         if bind is None:
             log.info(
                 "refused remote bind (non-loopback needs --allow-remote-bind) src=%s port=%d",
@@ -674,7 +650,7 @@ class ParamikoServerSession(ServerSession, _SessionBase):
         if not perms.allows_listen(address, port):
             return False
         try:
-            sock = _listen(bind, port)
+            sock = listen_socket(bind, port)
         except OSError as e:
             log.info("remote forward bind failed src=%s port=%d: %s", *self.peer, e.strerror)
             return False
@@ -689,42 +665,6 @@ class ParamikoServerSession(ServerSession, _SessionBase):
             sock = self._forwards.pop((address, port), None)
         if sock is not None:
             self._events.put(ForwardCancelled(bind_host=address, bind_port=port))
-
-
-def _printable(text: str, limit: int = 40) -> str:
-    """A peer-supplied token, safe for a log line."""
-    clean = "".join(c if 0x20 < ord(c) < 0x7F else "?" for c in text[:limit])
-    return clean or "?"
-
-
-def _remote_bind_host(address: str, allow_remote_bind: bool) -> str | None:
-    """Where a ``tcpip-forward`` for ``address`` binds, or None if refused.
-
-    Like sshd with ``GatewayPorts no``, an empty address or ``localhost`` binds
-    loopback; any other address needs ``--allow-remote-bind``.
-    """
-    addr = address.strip("[]").lower()
-    if addr in ("", "localhost"):
-        return "0.0.0.0" if allow_remote_bind and addr == "" else "127.0.0.1"
-    if names.is_loopback(addr):
-        return addr
-    if not allow_remote_bind:
-        return None
-    return "0.0.0.0" if addr == "*" else addr
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(512)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 class ParamikoServerEngine:

@@ -1,0 +1,67 @@
+"""SSH message numbers and reason codes (RFC 4250 and OpenSSH's extensions)."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Msg(enum.IntEnum):
+    """Message numbers (RFC 4250 section 4.1)."""
+
+    DISCONNECT = 1
+    IGNORE = 2
+    UNIMPLEMENTED = 3
+    DEBUG = 4
+    SERVICE_REQUEST = 5
+    SERVICE_ACCEPT = 6
+    EXT_INFO = 7
+    KEXINIT = 20
+    NEWKEYS = 21
+    KEX_ECDH_INIT = 30
+    KEX_ECDH_REPLY = 31
+    USERAUTH_REQUEST = 50
+    USERAUTH_FAILURE = 51
+    USERAUTH_SUCCESS = 52
+    USERAUTH_BANNER = 53
+    USERAUTH_PK_OK = 60
+    GLOBAL_REQUEST = 80
+    REQUEST_SUCCESS = 81
+    REQUEST_FAILURE = 82
+    CHANNEL_OPEN = 90
+    CHANNEL_OPEN_CONFIRMATION = 91
+    CHANNEL_OPEN_FAILURE = 92
+    CHANNEL_WINDOW_ADJUST = 93
+    CHANNEL_DATA = 94
+    CHANNEL_EXTENDED_DATA = 95
+    CHANNEL_EOF = 96
+    CHANNEL_CLOSE = 97
+    CHANNEL_REQUEST = 98
+    CHANNEL_SUCCESS = 99
+    CHANNEL_FAILURE = 100
+
+
+class DisconnectReason(enum.IntEnum):
+    """RFC 4250 section 4.2.2."""
+
+    HOST_NOT_ALLOWED_TO_CONNECT = 1
+    PROTOCOL_ERROR = 2
+    KEY_EXCHANGE_FAILED = 3
+    RESERVED = 4
+    MAC_ERROR = 5
+    COMPRESSION_ERROR = 6
+    SERVICE_NOT_AVAILABLE = 7
+    PROTOCOL_VERSION_NOT_SUPPORTED = 8
+    HOST_KEY_NOT_VERIFIABLE = 9
+    CONNECTION_LOST = 10
+    BY_APPLICATION = 11
+    TOO_MANY_CONNECTIONS = 12
+    AUTH_CANCELLED_BY_USER = 13
+    NO_MORE_AUTH_METHODS_AVAILABLE = 14
+    ILLEGAL_USER_NAME = 15
+
+
+#: Message-number ranges (RFC 4251 section 7).
+TRANSPORT_GENERIC = range(1, 20)
+KEX_RANGE = range(20, 50)
+USERAUTH_RANGE = range(50, 80)
+CONNECTION_RANGE = range(80, 128)
