@@ -273,7 +273,11 @@ class Bench:
 
 
 def run(
-    size_mb: int, rounds: int, backends: list[str], say: Callable[[str], None]
+    size_mb: int,
+    rounds: int,
+    backends: list[str],
+    say: Callable[[str], None],
+    engines: tuple[str, ...] = ("sansio", "paramiko"),
 ) -> dict[str, object]:
     work = Path(tempfile.mkdtemp(prefix="wraith-bench-"))
     port_file = work / "endpoint.port"
@@ -289,8 +293,9 @@ def run(
             time.sleep(0.05)
         endpoint_port = int(port_file.read_text())
         bench.add_openssh()
-        for backend in backends:
-            bench.add_wraith(backend)
+        for engine in engines:
+            for backend in backends:
+                bench.add_wraith(backend, engine)
         nbytes = size_mb * MB
         results: dict[str, dict[str, list[float]]] = {
             name: {"up": [], "down": []} for name in bench.tunnels
@@ -352,6 +357,7 @@ def main() -> int:
     p.add_argument("--size", type=int, default=512, help="MB per transfer (default 512)")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
     p.add_argument("--backends", default="trio,asyncio", help="comma-separated Wraith backends")
+    p.add_argument("--engines", default="sansio,paramiko", help="comma-separated Wraith engines")
     p.add_argument("--json", metavar="FILE", help="also write the table as JSON")
     p.add_argument("--endpoint", metavar="PORTFILE", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -363,6 +369,7 @@ def main() -> int:
         args.rounds,
         args.backends.split(","),
         lambda m: print(m, file=sys.stderr, flush=True),
+        tuple(args.engines.split(",")),
     )
     print(render(table), flush=True)
     if args.json:

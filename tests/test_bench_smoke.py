@@ -33,7 +33,13 @@ def test_bench_smoke(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     table = json.loads(out_json.read_text())
-    assert set(table["results"]) == {"openssh", "wraith-trio-paramiko", "wraith-asyncio-paramiko"}
+    assert set(table["results"]) == {
+        "openssh",
+        "wraith-trio-paramiko",
+        "wraith-asyncio-paramiko",
+        "wraith-trio-sansio",
+        "wraith-asyncio-sansio",
+    }
     for row in table["results"].values():
         for direction in ("up", "down"):
             assert row[direction]["median_mbps"] > 0

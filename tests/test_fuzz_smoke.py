@@ -24,6 +24,8 @@ import pytest
 import wraith.proto.forwards
 import wraith.proto.names
 import wraith.proto.socks5
+import wraith.proto.ssh.connection
+import wraith.proto.ssh.userauth
 import wraith.proto.target  # noqa: F401
 from wraith.proto.socks5 import AddressType, Connected, ConnectRequest
 
@@ -34,6 +36,8 @@ HARNESSES = [
     "fuzz_forwards",
     "fuzz_names",
     "fuzz_target",
+    "fuzz_ssh_userauth",
+    "fuzz_ssh_connection",
 ]
 TRAILER = b"payload"
 
@@ -163,3 +167,19 @@ def test_harness_runs_under_atheris(name: str, tmp_path: Path) -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert "Done 2000 runs" in output, output[-4000:]
+
+
+def test_ssh_checks_on_valid_flows() -> None:
+    auth = load("fuzz_ssh_userauth")
+    service, _, none, query, signed = auth.MESSAGES[:5]
+    login = [(service, 0), (none, 0), (query, 1), (signed, 2)]
+    assert auth.check(login, server=True) is True
+    assert auth.check([(service, 0), (signed, 0)], server=True) is False  # rejected
+    assert auth.check([(service, 0), (service, 0)], server=True) is False  # protocol error
+    accept, success = auth.MESSAGES[1], auth.MESSAGES[7]
+    assert auth.check([(accept, 0), (success, 0)], server=False) is True
+    conn = load("fuzz_ssh_connection")
+    direct, _, session, confirm, _, data = conn.MESSAGES[:6]
+    # open (accepted), a refused session, our open confirmed, data on it.
+    steps = [(direct, 1), (session, 0), (confirm, 0), (data, 4)]
+    assert conn.check(steps, server=True, own_open=True) == 4

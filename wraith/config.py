@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .ssh.auth import AuthPolicy
     from .ssh.known_hosts import HostKeyPolicy
 
-ENGINES = ("paramiko",)
+ENGINES = ("sansio", "paramiko")
 
 
 class ConfigError(Exception):
@@ -34,10 +34,6 @@ class ConfigError(Exception):
 
 def _engine(name: str) -> str:
     if name not in ENGINES:
-        if name == "sansio":
-            raise ConfigError(
-                "engine 'sansio' is not available yet in this version; use --engine paramiko"
-            )
         raise ConfigError(f"unknown engine {name!r} (choose from: {', '.join(ENGINES)})")
     return name
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,7 +20,9 @@ from ..options import ConnectOptions
 from ..proto import forwards as fw
 from ..proto import socks5, tunnel
 from ..ssh import engine as e
+from ..ssh import sansio_engine
 from ..ssh.paramiko_engine import ParamikoClientSession
+from .pump import pump
 from .server import DialError, dial, tcp_connect
 from .streams import open_channel_streams, reset, splice
 from .wake import Notifier, guarded, wait_pending
@@ -32,16 +35,35 @@ SOCKS_HANDSHAKE_TIMEOUT = 30.0
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
-async def _establish(cfg: ClientConfig) -> e.ClientSession:
+async def _establish(cfg: ClientConfig) -> tuple[e.ClientSession, asyncio.Task[None] | None]:
+    """TCP connect, SSH handshake, host key check and auth; and the pump task, if any."""
     target = cfg.target
     try:
         async with asyncio.timeout(cfg.connect_timeout):
             try:
                 raw = await tcp_connect(target.host, target.port)
             except OSError as exc:
+                why = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
                 raise ConnectError(
-                    f"cannot connect to {target.hostport()}: {(exc.strerror or str(exc)).lower()}"
+                    f"cannot connect to {target.hostport()}: {why.lower()}"
                 ) from None
+            if cfg.engine == "sansio":
+                session = sansio_engine.connect_client(
+                    host=target.host,
+                    port=target.port,
+                    username=cfg.username,
+                    identity=cfg.identity,
+                    certificate=cfg.certificate,
+                    host_keys=cfg.host_keys,
+                )
+                reader, writer = await asyncio.open_connection(sock=raw, limit=1024 * 1024)
+                pumping = asyncio.ensure_future(pump(reader, writer, session))
+                try:
+                    return await wait_pending(session.ready), pumping
+                except BaseException:
+                    session.close()
+                    pumping.cancel()
+                    raise
             pending = ParamikoClientSession.connect(
                 raw,
                 host=target.host,
@@ -52,7 +74,7 @@ async def _establish(cfg: ClientConfig) -> e.ClientSession:
                 host_keys=cfg.host_keys,
                 timeout=cfg.connect_timeout,
             )
-            return await wait_pending(pending)
+            return await wait_pending(pending), None
     except TimeoutError:
         raise ConnectError(
             f"cannot connect to {target.hostport()}: timed out after {cfg.connect_timeout:g}s"
@@ -169,8 +191,9 @@ class Client:
                 on_connect, host, port, limit=1024 * 1024, backlog=1024
             )
         except OSError as exc:
+            why = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
             raise ConnectError(
-                f"cannot listen for {what} on {host}:{port}: {(exc.strerror or str(exc)).lower()}"
+                f"cannot listen for {what} on {host}:{port}: {why.lower()}"
             ) from None
         self._servers.append(server)
         return [(str(s.getsockname()[0]), int(s.getsockname()[1])) for s in server.sockets]
@@ -254,7 +277,7 @@ async def _flush_and_close(writer: asyncio.StreamWriter, data: bytes) -> None:
 async def connect(opts: ConnectOptions) -> AsyncIterator[Client]:
     """Connect to a Wraith (or OpenSSH) server; the session lasts for the block."""
     cfg = ClientConfig.from_options(opts)
-    session = await _establish(cfg)
+    session, pumping = await _establish(cfg)
     client = Client(cfg, session)
     try:
         client._spawn(client._events())
@@ -275,3 +298,9 @@ async def connect(opts: ConnectOptions) -> AsyncIterator[Client]:
     finally:
         session.close()
         await client._shutdown()
+        if pumping is not None:
+            # Let the pump flush our DISCONNECT, but not forever.
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                async with asyncio.timeout(2):
+                    await pumping
+            pumping.cancel()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 from ..ssh.engine import ByteSession
 from .wake import Notifier
@@ -21,7 +22,6 @@ async def pump(
 ) -> None:
     notifier = Notifier()
     session.set_output_waker(notifier.wake)
-    loop = asyncio.get_running_loop()
 
     async def read_loop() -> None:
         while True:
@@ -29,7 +29,7 @@ async def pump(
                 data = await reader.read(READ_SIZE)
             except OSError:
                 data = b""
-            session.receive_data(data, loop.time())
+            session.receive_data(data, time.monotonic())
             notifier.wake()
             if not data:
                 return
@@ -47,12 +47,13 @@ async def pump(
                     break
                 timer = session.get_timer()
                 try:
-                    async with asyncio.timeout_at(timer):
+                    delay = None if timer is None else max(0.0, timer - time.monotonic())
+                    async with asyncio.timeout(delay):
                         await event.wait()
                 except TimeoutError:
-                    session.handle_timer(loop.time())
+                    session.handle_timer(time.monotonic())
         except OSError:
-            session.receive_data(b"", loop.time())
+            session.receive_data(b"", time.monotonic())
 
     read_task = asyncio.ensure_future(read_loop())
     try:

@@ -19,7 +19,9 @@ from ..config import ConfigError, ServerConfig
 from ..options import ServeOptions
 from ..proto import names, tunnel
 from ..ssh import engine as e
-from ..ssh.paramiko_engine import ParamikoServerEngine
+from ..ssh.engine import ByteSession
+from ..ssh.engines import server_engine
+from .pump import pump
 from .streams import open_channel_streams, reset, splice
 from .wake import Notifier, guarded, wait_pending
 
@@ -212,8 +214,8 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
     config = ServerConfig.from_options(opts)
     for warning in config.warnings:
         log.warning("%s", warning)
-    engine = ParamikoServerEngine(
-        config.host_key, config.policy, allow_remote_bind=opts.allow_remote_bind
+    engine = server_engine(
+        config.engine, config.host_key, config.policy, allow_remote_bind=opts.allow_remote_bind
     )
     listeners: list[socket.socket] = []
     for target in config.listen:
@@ -231,6 +233,22 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
     async def handle(raw: socket.socket, addr: tuple[str, int]) -> None:
         peer = (str(addr[0]), int(addr[1]))
         log.info("connection from src=%s port=%d", *peer)
+        if engine.pumped:
+            session = engine.accept(None, peer)
+            assert isinstance(session, ByteSession)
+            reader, writer = await asyncio.open_connection(sock=raw, limit=1024 * 1024)
+            pumping = asyncio.ensure_future(pump(reader, writer, session))
+            try:
+                await _Session(session, peer, opts).run()
+                # Let the pump flush the DISCONNECT, but not forever.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(2):
+                        await asyncio.shield(pumping)
+            finally:
+                pumping.cancel()
+                with contextlib.suppress(BaseException):
+                    await pumping
+            return
         try:
             session = engine.accept(raw, peer)
         except Exception as exc:

@@ -9,6 +9,7 @@ opens its channel in its own task, so a slow destination delays only itself.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -21,9 +22,11 @@ from ..options import ConnectOptions
 from ..proto import forwards as fw
 from ..proto import socks5, tunnel
 from ..ssh import engine as e
+from ..ssh import sansio_engine
 from ..ssh.paramiko_engine import ParamikoClientSession
+from .pump import pump
 from .streams import ChannelStream, reset, splice
-from .wake import Notifier, guarded, wait_pending
+from .wake import Notifier, guarded, single_errors, wait_pending
 
 log = logging.getLogger("wraith.client")
 
@@ -31,7 +34,8 @@ log = logging.getLogger("wraith.client")
 SOCKS_HANDSHAKE_TIMEOUT = 30.0
 
 
-async def _establish(cfg: ClientConfig) -> e.ClientSession:
+async def _establish(cfg: ClientConfig, nursery: trio.Nursery) -> e.ClientSession:
+    """TCP connect, SSH handshake, host key check and auth; the pump (if any) runs in nursery."""
     target = cfg.target
     try:
         with trio.fail_after(cfg.connect_timeout):
@@ -39,6 +43,21 @@ async def _establish(cfg: ClientConfig) -> e.ClientSession:
                 stream = await trio.open_tcp_stream(target.host, target.port)
             except OSError as exc:
                 raise ConnectError(f"cannot connect to {target.hostport()}: {_why(exc)}") from None
+            if cfg.engine == "sansio":
+                session = sansio_engine.connect_client(
+                    host=target.host,
+                    port=target.port,
+                    username=cfg.username,
+                    identity=cfg.identity,
+                    certificate=cfg.certificate,
+                    host_keys=cfg.host_keys,
+                )
+                nursery.start_soon(pump, stream, session)
+                try:
+                    return await wait_pending(session.ready)
+                except BaseException:
+                    session.close()
+                    raise
             raw = socket.socket(fileno=stream.socket.detach())
             pending = ParamikoClientSession.connect(
                 raw,
@@ -61,8 +80,10 @@ def _why(exc: OSError) -> str:
     cause = exc.__cause__
     if isinstance(cause, BaseExceptionGroup) and cause.exceptions:
         sub = cause.exceptions[0]
-        if isinstance(sub, OSError) and sub.strerror:
-            return sub.strerror.lower()
+        if isinstance(sub, OSError):
+            exc = sub
+    if exc.errno:
+        return os.strerror(exc.errno).lower()
     return (exc.strerror or str(exc)).lower()
 
 
@@ -150,6 +171,22 @@ class Client:
             log.info("remote forward listening on server port %d", port)
 
     # -- local listeners --------------------------------------------------------
+
+    async def _listen_all(self, nursery: trio.Nursery) -> None:
+        cfg = self.config
+        for s in cfg.socks:
+            listeners = await _open_listeners(s.bind_host, s.forward.bind_port, "SOCKS")
+            self.socks_addresses += [_sockname(li) for li in listeners]
+            await self._serve_local(listeners, self._socks, nursery)
+        for lf in cfg.local:
+            host = fw.effective_bind_host(lf.bind_host)
+            listeners = await _open_listeners(host, lf.bind_port, "-L")
+            self.local_addresses += [_sockname(li) for li in listeners]
+
+            async def handler(stream: trio.SocketStream, lf: fw.LocalForward = lf) -> None:
+                await self._local(lf, stream)
+
+            await self._serve_local(listeners, handler, nursery)
 
     async def _serve_local(
         self,
@@ -253,31 +290,24 @@ async def _open_listeners(host: str, port: int, what: str) -> list[trio.SocketLi
 async def connect(opts: ConnectOptions) -> AsyncIterator[Client]:
     """Connect to a Wraith (or OpenSSH) server; the session lasts for the block."""
     cfg = ClientConfig.from_options(opts)
-    session = await _establish(cfg)
-    client = Client(cfg, session)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(client._events, nursery)
-            for s in cfg.socks:
-                listeners = await _open_listeners(s.bind_host, s.forward.bind_port, "SOCKS")
-                client.socks_addresses += [_sockname(li) for li in listeners]
-                await client._serve_local(listeners, client._socks, nursery)
-            for lf in cfg.local:
-                host = fw.effective_bind_host(lf.bind_host)
-                listeners = await _open_listeners(host, lf.bind_port, "-L")
-                client.local_addresses += [_sockname(li) for li in listeners]
-
-                async def handler(stream: trio.SocketStream, lf: fw.LocalForward = lf) -> None:
-                    await client._local(lf, stream)
-
-                await client._serve_local(listeners, handler, nursery)
-            await client._register_remote()
+    with single_errors():
+        # The outer nursery holds the engine's pump (Sans-IO engine), which must
+        # outlive the listeners long enough to flush our DISCONNECT.
+        async with trio.open_nursery() as outer:
+            session = await _establish(cfg, outer)
+            client = Client(cfg, session)
             try:
-                yield client
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(client._events, nursery)
+                    await client._listen_all(nursery)
+                    await client._register_remote()
+                    try:
+                        yield client
+                    finally:
+                        nursery.cancel_scope.cancel()
             finally:
-                nursery.cancel_scope.cancel()
-    finally:
-        session.close()
+                session.close()
+                outer.cancel_scope.deadline = trio.current_time() + 2
 
 
 def _sockname(listener: trio.SocketListener) -> tuple[str, int]:

@@ -1,14 +1,15 @@
 """Carry a :class:`ByteSession`'s bytes between a trio socket stream and the engine.
 
 One task reads (large reads, fed straight in), one writes what the engine
-queued and fires its timer.  Writes are bounded by the socket: the writer
-awaits ``send_all`` before taking more, and what the engine can queue is
-bounded by the SSH channel windows.
+queued and fires its timer; the engine's clock is ``time.monotonic()``.
+Writes are bounded by the socket: the writer awaits ``send_all`` before taking
+more, and what the engine can queue is bounded by the SSH channel windows.
 """
 
 from __future__ import annotations
 
 import math
+import time
 
 import trio
 
@@ -28,7 +29,7 @@ async def pump(stream: trio.SocketStream, session: ByteSession) -> None:
                 data = await stream.receive_some(READ_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 data = b""
-            session.receive_data(data, trio.current_time())
+            session.receive_data(data, time.monotonic())
             notifier.wake()
             if not data:
                 return
@@ -44,12 +45,13 @@ async def pump(stream: trio.SocketStream, session: ByteSession) -> None:
                 if session.finished:
                     break
                 timer = session.get_timer()
-                with trio.move_on_at(math.inf if timer is None else timer):
+                delay = math.inf if timer is None else max(0.0, timer - time.monotonic())
+                with trio.move_on_after(delay):
                     await event.wait()
                     continue
-                session.handle_timer(trio.current_time())
+                session.handle_timer(time.monotonic())
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            session.receive_data(b"", trio.current_time())
+            session.receive_data(b"", time.monotonic())
         finally:
             cancel.cancel()
 

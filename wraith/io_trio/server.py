@@ -22,9 +22,11 @@ from ..config import ServerConfig
 from ..options import ServeOptions
 from ..proto import names, tunnel
 from ..ssh import engine as e
-from ..ssh.paramiko_engine import ParamikoServerEngine
+from ..ssh.engine import ByteSession
+from ..ssh.engines import server_engine
+from .pump import pump
 from .streams import ChannelStream, reset, splice
-from .wake import Notifier, guarded, wait_pending
+from .wake import Notifier, guarded, single_errors, wait_pending
 
 log = logging.getLogger("wraith.server")
 
@@ -174,8 +176,8 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
     config = ServerConfig.from_options(opts)
     for warning in config.warnings:
         log.warning("%s", warning)
-    engine = ParamikoServerEngine(
-        config.host_key, config.policy, allow_remote_bind=opts.allow_remote_bind
+    engine = server_engine(
+        config.engine, config.host_key, config.policy, allow_remote_bind=opts.allow_remote_bind
     )
     listeners = []
     try:
@@ -204,6 +206,15 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
     async def handle(conn: trio.socket.SocketType, addr: tuple[str, int]) -> None:
         peer = (str(addr[0]), int(addr[1]))
         log.info("connection from src=%s port=%d", *peer)
+        if engine.pumped:
+            session = engine.accept(None, peer)
+            assert isinstance(session, ByteSession)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pump, trio.SocketStream(conn), session)
+                await _Session(session, peer, opts).run()
+                # Let the pump flush the DISCONNECT, but not forever.
+                nursery.cancel_scope.deadline = trio.current_time() + 2
+            return
         raw = socket.socket(fileno=conn.detach())
         try:
             session = engine.accept(raw, peer)
@@ -213,10 +224,11 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
             return
         await _Session(session, peer, opts).run()
 
-    async with trio.open_nursery() as nursery:
-        for listener in listeners:
-            nursery.start_soon(accept_loop, listener, nursery)
-        try:
-            yield server
-        finally:
-            nursery.cancel_scope.cancel()
+    with single_errors():
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(accept_loop, listener, nursery)
+            try:
+                yield server
+            finally:
+                nursery.cancel_scope.cancel()

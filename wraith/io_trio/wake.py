@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import trio
@@ -78,3 +79,22 @@ async def guarded(what: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> N
         await fn(*args)
     except Exception as exc:
         log.warning("%s failed: %s", what, type(exc).__name__)
+
+
+@contextmanager
+def single_errors() -> Iterator[None]:
+    """Re-raise a nursery's lone exception as itself, not as an ExceptionGroup.
+
+    ``connect()`` and ``serve()`` run nurseries around the caller's block; the
+    caller (and the CLI's exit codes) expect ``ConnectError`` or
+    ``AuthenticationFailed``, not a group holding one.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        inner: BaseException = group
+        while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
+            inner = inner.exceptions[0]
+        if inner is group:
+            raise
+        raise inner from None

@@ -670,6 +670,8 @@ class ParamikoServerSession(ServerSession, _SessionBase):
 class ParamikoServerEngine:
     """Makes a :class:`ParamikoServerSession` for each accepted socket."""
 
+    pumped = False
+
     def __init__(
         self, host_key: Ed25519PrivateKey, policy: AuthPolicy, *, allow_remote_bind: bool
     ) -> None:
@@ -677,7 +679,8 @@ class ParamikoServerEngine:
         self._policy = policy
         self._allow_remote_bind = allow_remote_bind
 
-    def accept(self, sock: socket.socket, peer: tuple[str, int]) -> ServerSession:
+    def accept(self, sock: socket.socket | None, peer: tuple[str, int]) -> ServerSession:
+        assert sock is not None, "paramiko runs on the socket itself"
         return ParamikoServerSession(
             sock,
             peer,

@@ -1,0 +1,689 @@
+"""The Sans-IO engine: :mod:`wraith.proto.ssh` behind :mod:`wraith.ssh.engine`.
+
+Theory of operation
+-------------------
+Everything runs in the driver's event loop: no threads.  The driver's pump
+(:mod:`wraith.io_trio.pump`, :mod:`wraith.io_asyncio.pump`) feeds socket bytes
+into :meth:`receive_data`, which runs the pure state machine and then
+*dispatches* every event it produced at once: channel data goes into the
+channel's buffer and wakes its reader, open confirmations resolve their
+``Pending``, auth requests are decided with :class:`AuthPolicy`, and
+session-level happenings go to the driver's event queue exactly as the
+paramiko engine reports them.  Whatever a task does to a channel (write, read
+and so replenish the window, close) queues bytes in the state machine and
+wakes the pump's writer through the output waker.
+
+Backpressure: a channel never holds more than the window we granted, because
+the window is only replenished (``consume``) when the driver reads.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import socket
+import time
+from collections import deque
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ..proto import tunnel
+from ..proto.errors import LocalProtocolError
+from ..proto.ssh import connection_events as ce
+from ..proto.ssh import transport_events as te
+from ..proto.ssh import userauth_events as ue
+from ..proto.ssh.constants import DisconnectReason
+from ..proto.ssh.events_common import NEED_DATA
+from ..proto.ssh.session import SessionEnded, SSHSession
+from ..proto.ssh.transport import Role
+from . import keys
+from .auth import AuthPolicy, AuthResult, Permissions
+from .authlog import log_auth, log_token
+from .engine import (
+    Authenticated,
+    AuthenticationFailed,
+    ByteSession,
+    Channel,
+    ChannelClosed,
+    ChannelOpenFailed,
+    ClientEvent,
+    ClientSession,
+    Closed,
+    DirectTcpipRequested,
+    EventQueue,
+    ForwardCancelled,
+    ForwardedConnection,
+    ForwardListening,
+    HandshakeFailed,
+    OpenFailure,
+    Pending,
+    ServerEvent,
+    ServerSession,
+    SessionClosed,
+    Waker,
+)
+from .known_hosts import HostKeyError, HostKeyPolicy
+from .tunnels import check_destination, listen_socket, remote_bind_host
+
+log = logging.getLogger("wraith.ssh")
+
+VERSION = "SSH-2.0-Wraith_0.1"
+#: Receive window and largest CHANNEL_DATA we accept or send, per channel.
+#: (OpenSSH refuses packets over 256 KiB, so data stays well below that.)
+WINDOW = 2 * 1024 * 1024
+MAX_PACKET = 128 * 1024
+
+
+class SansioChannel(Channel):
+    """One channel of a :class:`_Engine`; buffers at most one receive window."""
+
+    def __init__(self, engine: _Engine, channel_id: int) -> None:
+        self._engine = engine
+        self.id = channel_id
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._waker: Waker | None = None
+        self.eof_received = False
+        self.remote_closed = False
+        self.local_closed = False
+        self._lost = False
+
+    def set_waker(self, waker: Waker | None) -> None:
+        self._waker = waker
+        if waker is not None:
+            waker()
+
+    def wake(self) -> None:
+        waker = self._waker
+        if waker is not None:
+            waker()
+
+    def feed(self, data: bytes) -> None:
+        if data and not self.local_closed:
+            self._chunks.append(data)
+            self._buffered += len(data)
+        self.wake()
+
+    def read(self, max_bytes: int) -> bytes | None:
+        if self._buffered:
+            parts = []
+            taken = 0
+            chunks = self._chunks
+            while chunks and taken < max_bytes:
+                chunk = chunks[0]
+                want = max_bytes - taken
+                if len(chunk) <= want:
+                    parts.append(chunks.popleft())
+                    taken += len(chunk)
+                else:
+                    parts.append(chunk[:want])
+                    chunks[0] = chunk[want:]
+                    taken += want
+            self._buffered -= taken
+            self._engine.consumed(self.id, taken)
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+        if self.eof_received or self.remote_closed or self._lost or self.local_closed:
+            return b""
+        return None
+
+    def write(self, data: bytes | memoryview) -> int:
+        if self._lost or self.remote_closed or self.local_closed:
+            raise ChannelClosed("channel is closed")
+        return self._engine.send_data(self.id, data)
+
+    def write_eof(self) -> None:
+        if not (self._lost or self.remote_closed or self.local_closed):
+            self._engine.channel_call("send_eof", self.id)
+
+    def close(self) -> None:
+        if not self.local_closed:
+            self.local_closed = True
+            self._chunks.clear()
+            self._buffered = 0
+            if not self._lost:
+                self._engine.channel_call("close", self.id)
+
+    def session_lost(self) -> None:
+        if not self.remote_closed:
+            self._lost = True
+        self.wake()
+
+    @property
+    def lost(self) -> bool:
+        return self._lost
+
+    @property
+    def closed(self) -> bool:
+        return self._lost or self.remote_closed or self.local_closed
+
+
+class _Engine(ByteSession):
+    """What the client and server sides share: pumping, channels, opens."""
+
+    def __init__(self, ssh: SSHSession) -> None:
+        self.ssh = ssh
+        self._out_waker: Waker | None = None
+        self._channels: dict[int, SansioChannel] = {}
+        self._opens: dict[int, Pending[Channel]] = {}
+        self._globals: dict[int, tuple[Pending[Any], int]] = {}
+        self._closed_reason: str | None = None
+
+    # ByteSession ------------------------------------------------------------------
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        self.ssh.receive_data(data, now)
+        self._process()
+
+    def data_to_send(self) -> bytes:
+        return self.ssh.data_to_send()
+
+    def set_output_waker(self, waker: Waker | None) -> None:
+        self._out_waker = waker
+        if waker is not None:
+            waker()
+
+    def get_timer(self) -> float | None:
+        return self.ssh.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        self.ssh.handle_timer(now)
+        self._process()
+
+    @property
+    def finished(self) -> bool:
+        return self.ssh.ended
+
+    # channel plumbing ---------------------------------------------------------------
+
+    def output_changed(self) -> None:
+        waker = self._out_waker
+        if waker is not None:
+            waker()
+
+    def consumed(self, channel_id: int, n: int) -> None:
+        conn = self.ssh.connection
+        if conn is not None and not self.ssh.ended:
+            try:
+                conn.consume(channel_id, n)
+            except LocalProtocolError:
+                return
+            self.output_changed()
+
+    def send_data(self, channel_id: int, data: bytes | memoryview) -> int:
+        conn = self.ssh.connection
+        if conn is None or self.ssh.ended:
+            raise ChannelClosed("session closed")
+        try:
+            n = conn.send_data(channel_id, data)
+        except LocalProtocolError as e:
+            raise ChannelClosed(e.msg) from None
+        if n:
+            self.output_changed()
+        return n
+
+    def channel_call(self, method: str, channel_id: int) -> None:
+        conn = self.ssh.connection
+        if conn is None or self.ssh.ended:
+            return
+        try:
+            getattr(conn, method)(channel_id)
+        except LocalProtocolError:
+            return
+        self.output_changed()
+
+    def _new_channel(self, channel_id: int) -> SansioChannel:
+        ch = SansioChannel(self, channel_id)
+        self._channels[channel_id] = ch
+        return ch
+
+    def _open(self, kind: str, host: str, port: int, oh: str, op: int) -> Pending[Channel]:
+        pending: Pending[Channel] = Pending()
+        conn = self.ssh.connection
+        if conn is None or self.ssh.ended:
+            pending.set_error(SessionClosed(self._closed_reason or "session closed"))
+            return pending
+        try:
+            cid = conn.open_channel(kind, host, port, oh, op)
+        except LocalProtocolError as e:
+            pending.set_error(ChannelOpenFailed(OpenFailure.RESOURCE_SHORTAGE, e.msg))
+            return pending
+        self._opens[cid] = pending
+        self.output_changed()
+        return pending
+
+    def _process(self) -> None:
+        ssh = self.ssh
+        while True:
+            ev = ssh.next_event()
+            if ev is NEED_DATA:
+                break
+            self._dispatch(ev)
+        self.output_changed()
+
+    def _dispatch(self, ev: Any) -> None:
+        if isinstance(ev, ce.ChannelData):
+            ch = self._channels.get(ev.channel_id)
+            if ch is not None:
+                ch.feed(ev.data)
+        elif isinstance(ev, ce.WindowAdjusted):
+            ch = self._channels.get(ev.channel_id)
+            if ch is not None:
+                ch.wake()
+        elif isinstance(ev, ce.ChannelEOF):
+            ch = self._channels.get(ev.channel_id)
+            if ch is not None:
+                ch.eof_received = True
+                ch.wake()
+        elif isinstance(ev, ce.ChannelClosed):
+            ch = self._channels.pop(ev.channel_id, None)
+            if ch is not None:
+                ch.remote_closed = True
+                ch.wake()
+        elif isinstance(ev, ce.ChannelOpenConfirmed):
+            pending = self._opens.pop(ev.channel_id, None)
+            if pending is not None:
+                pending.set_result(self._new_channel(ev.channel_id))
+        elif isinstance(ev, ce.ChannelOpenFailed):
+            pending = self._opens.pop(ev.channel_id, None)
+            if pending is not None:
+                pending.set_error(ChannelOpenFailed(ev.code, ev.description))
+        elif isinstance(ev, ce.GlobalReply):
+            entry = self._globals.pop(ev.request_id, None)
+            if entry is not None:
+                global_pending, requested_port = entry
+                if ev.success:
+                    global_pending.set_result(ev.bound_port or requested_port)
+                else:
+                    global_pending.set_error(
+                        ChannelOpenFailed(
+                            OpenFailure.ADMINISTRATIVELY_PROHIBITED, "remote forward refused"
+                        )
+                    )
+        elif isinstance(ev, SessionEnded):
+            self._closed_reason = ev.reason
+            for ch in list(self._channels.values()):
+                ch.session_lost()
+            self._channels.clear()
+            error = SessionClosed(ev.reason)
+            for pending in self._opens.values():
+                pending.set_error(error)
+            self._opens.clear()
+            for global_pending, _ in self._globals.values():
+                global_pending.set_error(error)
+            self._globals.clear()
+            self.ended(ev)
+        else:
+            self.dispatch_role(ev)
+
+    def ended(self, ev: SessionEnded) -> None:
+        raise NotImplementedError
+
+    def dispatch_role(self, ev: Any) -> None:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- server
+
+
+class SansioServerSession(_Engine, ServerSession):
+    def __init__(
+        self,
+        peer: tuple[str, int],
+        *,
+        host_key: Ed25519PrivateKey,
+        policy: AuthPolicy,
+        allow_remote_bind: bool,
+        now: float,
+    ) -> None:
+        super().__init__(
+            SSHSession(
+                Role.SERVER,
+                now=now,
+                host_key=host_key,
+                transport={"version": VERSION, "max_packet": MAX_PACKET + 1024},
+                connection={
+                    "window": WINDOW,
+                    "max_packet": MAX_PACKET,
+                    "max_send_packet": MAX_PACKET,
+                },
+            )
+        )
+        self.peer = peer
+        self.policy = policy
+        self.allow_remote_bind = allow_remote_bind
+        self.permissions: Permissions | None = None
+        self._candidate: AuthResult | None = None
+        self._events: EventQueue[ServerEvent] = EventQueue()
+
+    def set_waker(self, waker: Waker | None) -> None:
+        self._events.set_waker(waker)
+
+    def next_event(self) -> ServerEvent | None:
+        return self._events.get()
+
+    @property
+    def authenticated(self) -> bool:
+        return self.permissions is not None
+
+    def close(self, reason: str = "server shutting down") -> None:
+        self.ssh.disconnect(reason)
+        self._process()
+
+    def open_forwarded(
+        self, bind_host: str, bind_port: int, origin_host: str, origin_port: int
+    ) -> Pending[Channel]:
+        return self._open("forwarded-tcpip", bind_host, bind_port, origin_host, origin_port)
+
+    def ended(self, ev: SessionEnded) -> None:
+        self._events.put(Closed(reason=ev.reason))
+
+    def _log(self, method: str, username: str, result: AuthResult | _Refusal) -> None:
+        log_auth(method=method, username=username, source=self.peer, result=result)
+
+    def _check(self, username: str, key_blob: bytes) -> AuthResult:
+        return self.policy.check(
+            username=username, key_blob=key_blob, source_ip=self.peer[0], now=time.time()
+        )
+
+    def dispatch_role(self, ev: Any) -> None:
+        auth = self.ssh.server_auth
+        conn = self.ssh.connection
+        if isinstance(ev, ue.NoneRequest):
+            self._log("none", ev.username, self.policy.refused_method("none"))
+        elif isinstance(ev, ue.PublicKeyQuery):
+            assert auth is not None
+            result = self._check(ev.username, ev.key_blob)
+            if result.accepted:
+                auth.accept_query()
+            else:
+                self._log("publickey", ev.username, result)
+                auth.reject()
+        elif isinstance(ev, ue.PublicKeySigned):
+            assert auth is not None
+            result = self._check(ev.username, ev.key_blob)
+            if result.accepted:
+                self._candidate = result
+                auth.accept()
+            else:
+                self._log("publickey", ev.username, result)
+                auth.reject()
+        elif isinstance(ev, ue.AuthFailed):
+            self._log(ev.method, ev.username, _Refusal(ev.reason, "-"))
+        elif isinstance(ev, ue.MethodRefused):
+            self._log(ev.method, ev.username, self.policy.refused_method(ev.method))
+        elif isinstance(ev, ue.Authenticated):
+            accepted = self._candidate
+            assert accepted is not None
+            self.permissions = accepted.permissions or Permissions()
+            self._log("publickey", ev.username, accepted)
+            self._events.put(Authenticated(username=ev.username, fingerprint=accepted.fingerprint))
+        elif isinstance(ev, ue.AuthTimeout):
+            log.info("auth timeout src=%s port=%d: closing unauthenticated connection", *self.peer)
+        elif isinstance(ev, ce.ChannelOpenRefused):
+            log.info("refused channel type=%s src=%s port=%d", log_token(ev.kind), *self.peer)
+        elif isinstance(ev, ce.ChannelOpenRequest):
+            assert conn is not None
+            self._direct(ev)
+        elif isinstance(ev, ce.ForwardRequest):
+            assert conn is not None
+            bound = self._forward(ev.address, ev.port)
+            conn.reply_global(
+                ev.request_id, bound is not None, bound if bound and ev.port == 0 else None
+            )
+        elif isinstance(ev, ce.CancelForwardRequest):
+            assert conn is not None
+            self._events.put(ForwardCancelled(bind_host=ev.address, bind_port=ev.port))
+            conn.reply_global(ev.request_id, True)
+
+    def _direct(self, ev: ce.ChannelOpenRequest) -> None:
+        conn = self.ssh.connection
+        assert conn is not None
+        if ev.kind != "direct-tcpip":
+            conn.reject_open(
+                ev.channel_id, OpenFailure.ADMINISTRATIVELY_PROHIBITED, "channel type not served"
+            )
+            return
+        verdict = check_destination(self.permissions, ev.host, ev.port)
+        if verdict is not None:
+            if verdict[1] == tunnel.RESERVED_NAME:
+                log.info("refused reserved name src=%s port=%d", *self.peer)
+            conn.reject_open(ev.channel_id, verdict[0], verdict[1])
+            return
+        cid = ev.channel_id
+        answered = False
+
+        def accept() -> Channel:
+            nonlocal answered
+            if answered or self.ssh.ended or self.ssh.connection is None:
+                raise ChannelClosed("session closed")
+            answered = True
+            self.ssh.connection.accept_open(cid)
+            self.output_changed()
+            return self._new_channel(cid)
+
+        def reject(code: OpenFailure, text: str) -> None:
+            nonlocal answered
+            if answered or self.ssh.ended or self.ssh.connection is None:
+                return
+            answered = True
+            self.ssh.connection.reject_open(cid, code, text)
+            self.output_changed()
+
+        self._events.put(
+            DirectTcpipRequested(
+                host=ev.host.strip("[]"),
+                port=ev.port,
+                origin_host=ev.origin_host,
+                origin_port=ev.origin_port,
+                accept=accept,
+                reject=reject,
+            )
+        )
+
+    def _forward(self, address: str, port: int) -> int | None:
+        perms = self.permissions
+        if perms is None or not perms.port_forwarding:
+            return None
+        bind = remote_bind_host(address, self.allow_remote_bind)
+        if bind is None:
+            log.info(
+                "refused remote bind (non-loopback needs --allow-remote-bind) src=%s port=%d",
+                *self.peer,
+            )
+            return None
+        if not perms.allows_listen(address, port):
+            return None
+        try:
+            sock = listen_socket(bind, port)
+        except OSError as e:
+            log.info("remote forward bind failed src=%s port=%d: %s", *self.peer, e.strerror)
+            return None
+        bound = int(sock.getsockname()[1])
+        self._events.put(ForwardListening(bind_host=address, bind_port=bound, sock=sock))
+        return bound
+
+
+class _Refusal:
+    def __init__(self, reason: str, fingerprint: str) -> None:
+        self.accepted = False
+        self.reason = reason
+        self.fingerprint = fingerprint
+
+
+class SansioServerEngine:
+    """Makes a :class:`SansioServerSession` per accepted socket; the driver pumps it."""
+
+    pumped = True
+
+    def __init__(
+        self, host_key: Ed25519PrivateKey, policy: AuthPolicy, *, allow_remote_bind: bool
+    ) -> None:
+        self._host_key = host_key
+        self._policy = policy
+        self._allow_remote_bind = allow_remote_bind
+
+    def accept(self, sock: socket.socket | None, peer: tuple[str, int]) -> ServerSession:
+        del sock  # the driver pumps the socket itself
+        return SansioServerSession(
+            peer,
+            host_key=self._host_key,
+            policy=self._policy,
+            allow_remote_bind=self._allow_remote_bind,
+            now=time.monotonic(),
+        )
+
+
+# --------------------------------------------------------------------------- client
+
+
+class SansioClientSession(_Engine, ClientSession):
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        username: str,
+        identity: Ed25519PrivateKey,
+        certificate_blob: bytes | None,
+        host_keys: HostKeyPolicy,
+        now: float,
+    ) -> None:
+        super().__init__(
+            SSHSession(
+                Role.CLIENT,
+                now=now,
+                username=username,
+                key=identity,
+                certificate_blob=certificate_blob,
+                transport={"version": VERSION, "max_packet": MAX_PACKET + 1024},
+                connection={
+                    "window": WINDOW,
+                    "max_packet": MAX_PACKET,
+                    "max_send_packet": MAX_PACKET,
+                },
+            )
+        )
+        self._host = host
+        self._port = port
+        self._username = username
+        self._identity = identity
+        self._certificate = certificate_blob is not None
+        self._host_keys = host_keys
+        self._fingerprint = ""
+        self._events: EventQueue[ClientEvent] = EventQueue()
+        self.ready: Pending[ClientSession] = Pending()
+
+    def set_waker(self, waker: Waker | None) -> None:
+        self._events.set_waker(waker)
+
+    def next_event(self) -> ClientEvent | None:
+        return self._events.get()
+
+    @property
+    def active(self) -> bool:
+        return self.ssh.authenticated and not self.ssh.ended
+
+    @property
+    def server_fingerprint(self) -> str:
+        return self._fingerprint
+
+    def close(self, reason: str = "client shutting down") -> None:
+        self.ssh.disconnect(reason)
+        self._process()
+
+    def open_direct_tcpip(
+        self, host: str, port: int, origin_host: str, origin_port: int
+    ) -> Pending[Channel]:
+        return self._open("direct-tcpip", host, port, origin_host, origin_port)
+
+    def _global(self, method: str, bind_host: str, bind_port: int) -> Pending[Any]:
+        pending: Pending[Any] = Pending()
+        conn = self.ssh.connection
+        if conn is None or self.ssh.ended:
+            pending.set_error(SessionClosed(self._closed_reason or "session closed"))
+            return pending
+        try:
+            rid = getattr(conn, method)(bind_host, bind_port)
+        except LocalProtocolError as e:
+            pending.set_error(ChannelOpenFailed(OpenFailure.RESOURCE_SHORTAGE, e.msg))
+            return pending
+        self._globals[rid] = (pending, bind_port)
+        self.output_changed()
+        return pending
+
+    def request_forward(self, bind_host: str, bind_port: int) -> Pending[int]:
+        return self._global("request_forward", bind_host, bind_port)
+
+    def cancel_forward(self, bind_host: str, bind_port: int) -> Pending[None]:
+        return self._global("cancel_forward", bind_host, bind_port)
+
+    def ended(self, ev: SessionEnded) -> None:
+        if not self.ready.done:
+            self.ready.set_error(HandshakeFailed(f"SSH connection failed: {ev.reason}"))
+        self._events.put(Closed(reason=ev.reason))
+
+    def dispatch_role(self, ev: Any) -> None:
+        if isinstance(ev, te.HostKeyReceived):
+            try:
+                self._fingerprint = self._host_keys.check(self._host, self._port, ev.key_blob)
+            except HostKeyError as e:
+                self.ready.set_error(e)
+                self.ssh.disconnect(
+                    "host key not trusted", DisconnectReason.HOST_KEY_NOT_VERIFIABLE
+                )
+        elif isinstance(ev, ue.AuthSucceeded):
+            self.ready.set_result(self)
+        elif isinstance(ev, ue.AuthRejected | ue.AuthFailed):
+            fp = keys.fingerprint(self._identity.public_key())
+            what = "certificate for key" if self._certificate else "key"
+            self.ready.set_error(
+                AuthenticationFailed(
+                    f"authentication failed: the server refused our {what} {fp} "
+                    f"as user {self._username!r}"
+                )
+            )
+            self.ssh.disconnect(
+                "authentication failed", DisconnectReason.NO_MORE_AUTH_METHODS_AVAILABLE
+            )
+        elif isinstance(ev, ce.ChannelOpenRequest):
+            conn = self.ssh.connection
+            assert conn is not None
+            if ev.kind != "forwarded-tcpip":
+                conn.reject_open(
+                    ev.channel_id, OpenFailure.ADMINISTRATIVELY_PROHIBITED, "not accepted"
+                )
+                return
+            conn.accept_open(ev.channel_id)
+            ch = self._new_channel(ev.channel_id)
+            self._events.put(
+                ForwardedConnection(
+                    bind_host=ev.host,
+                    bind_port=ev.port,
+                    origin_host=ev.origin_host,
+                    origin_port=ev.origin_port,
+                    channel=ch,
+                )
+            )
+
+
+def connect_client(
+    *,
+    host: str,
+    port: int,
+    username: str,
+    identity: Ed25519PrivateKey,
+    certificate: str | None,
+    host_keys: HostKeyPolicy,
+) -> SansioClientSession:
+    """A client session to pump; its ``ready`` Pending resolves once authenticated."""
+    blob = base64.b64decode(certificate.split()[1]) if certificate is not None else None
+    return SansioClientSession(
+        host=host,
+        port=port,
+        username=username,
+        identity=identity,
+        certificate_blob=blob,
+        host_keys=host_keys,
+        now=time.monotonic(),
+    )
