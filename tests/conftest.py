@@ -12,7 +12,17 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from helpers import BACKENDS, EchoServer, Proc, WraithServer, free_port, ssh_keygen, start_server
+from helpers import (
+    BACKENDS,
+    CURRENT,
+    ENGINES,
+    EchoServer,
+    Proc,
+    WraithServer,
+    free_port,
+    ssh_keygen,
+    start_server,
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -21,9 +31,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+@pytest.fixture(params=[(b, e) for e in ENGINES for b in BACKENDS], ids=lambda p: f"{p[0]}-{p[1]}")
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every integration test runs on each backend, with each SSH engine."""
+    backend_name, engine = request.param
+    CURRENT.engine = engine
+    try:
+        yield str(backend_name)
+    finally:
+        CURRENT.engine = "sansio"
+
+
+@pytest.fixture
+def engine(backend: str) -> str:
+    return CURRENT.engine
 
 
 @dataclass

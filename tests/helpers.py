@@ -19,11 +19,22 @@ from pathlib import Path
 
 WRAITH = [sys.executable, "-m", "wraith"]
 BACKENDS = ("trio", "asyncio")
+ENGINES = ("sansio", "paramiko")
+
+
+class _Current:
+    #: The SSH engine of the running test (set by the ``backend`` fixture); every
+    #: wraith process a test starts gets it through WRAITH_ENGINE.
+    engine = "sansio"
+
+
+CURRENT = _Current()
 
 
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WRAITH_")}
     env["PYTHONUNBUFFERED"] = "1"
+    env["WRAITH_ENGINE"] = CURRENT.engine
     env.update(extra)
     return env
 

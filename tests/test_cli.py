@@ -53,7 +53,7 @@ def test_usage_errors_are_one_line_exit_2(keys: Keys) -> None:
         ("connect", "-i", str(keys.client), "-L", "nonsense", "127.0.0.1:1"),
         ("connect", "-i", str(keys.client)),
         ("connect", "-i", str(keys.client), "-D", "0.0.0.0:0", "127.0.0.1:1"),
-        ("connect", "-i", str(keys.client), "--engine", "sansio", "127.0.0.1:1"),
+        ("connect", "-i", str(keys.client), "--engine", "bogus", "127.0.0.1:1"),
         ("serve", "--listen", "udp://127.0.0.1:1"),
         ("connect", "-i", str(keys.rsa), "127.0.0.1:1"),
     ]

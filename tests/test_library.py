@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trio
 from conftest import Keys
-from helpers import EchoServer, free_port, pattern_bytes
+from helpers import CURRENT, EchoServer, free_port, pattern_bytes
 
 from wraith.options import ConnectOptions, ServeOptions
 from wraith.proto.tunnel import OpenFailure
@@ -21,6 +21,7 @@ from wraith.ssh.known_hosts import UnknownHostKey
 def _serve_opts(tmp_path: Path, keys: Keys) -> ServeOptions:
     # Keys as bytes (not paths): every key option takes either.
     return ServeOptions(
+        engine=CURRENT.engine,
         listen=["tcp://127.0.0.1:0"],
         authorized_keys=keys.authorized_keys.read_bytes(),
         state_dir=tmp_path / "state",
@@ -30,7 +31,9 @@ def _serve_opts(tmp_path: Path, keys: Keys) -> ServeOptions:
 def _connect_opts(port: int, server: Any, keys: Keys, **kw: Any) -> ConnectOptions:
     fp = wkeys.fingerprint(server.config.host_key.public_key())
     kw.setdefault("host_key_fingerprints", [fp])
-    return ConnectOptions(target=f"127.0.0.1:{port}", identity=keys.client.read_text(), **kw)
+    return ConnectOptions(
+        target=f"127.0.0.1:{port}", identity=keys.client.read_text(), engine=CURRENT.engine, **kw
+    )
 
 
 async def _trio_scenario(tmp_path: Path, keys: Keys, echo_port: int) -> list[object]:
@@ -142,9 +145,9 @@ def test_library_rejects_bad_options(tmp_path: Path) -> None:
         ClientConfig.from_options(
             ConnectOptions(target="127.0.0.1", identity=_make_key(tmp_path), local_forwards=["x"])
         )
-    with pytest.raises(ConfigError, match="sansio"):
+    with pytest.raises(ConfigError, match="unknown engine"):
         ClientConfig.from_options(
-            ConnectOptions(target="127.0.0.1", identity=_make_key(tmp_path), engine="sansio")
+            ConnectOptions(target="127.0.0.1", identity=_make_key(tmp_path), engine="bogus")
         )
 
 

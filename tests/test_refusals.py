@@ -145,7 +145,13 @@ def test_password_and_keyboard_interactive_refused(
 
 
 def test_rsa_key_refused_even_if_authorized(
-    backend: str, wraith_server: WraithServer, keys: Keys, tmp_path: Path, echo: EchoServer
+    backend: str,
+    engine: str,
+    wraith_server: WraithServer,
+    keys: Keys,
+    tmp_path: Path,
+    echo: EchoServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert "ssh-rsa " in keys.authorized_keys.read_text()
     known_hosts = known_hosts_for(wraith_server, tmp_path)
@@ -181,6 +187,23 @@ def test_rsa_key_refused_even_if_authorized(
     )
     assert out.returncode != 0
     assert "Permission denied" in out.stderr, out.stderr
+    if engine == "sansio":
+        # Our server-sig-algs lists ssh-ed25519 only, so OpenSSH does not even
+        # offer the RSA key ("no mutual signature algorithm").  paramiko offers
+        # it anyway, as ssh-rsa: the server must refuse it and say why.
+        # paramiko too would skip the key after reading server-sig-algs; make it
+        # offer the key as rsa-sha2-256 regardless (test-only patch).
+        monkeypatch.setattr(
+            paramiko.auth_handler.AuthHandler,
+            "_finalize_pubkey_algorithm",
+            lambda self, key_type: "rsa-sha2-256",
+        )
+        t = paramiko_transport(wraith_server)
+        try:
+            with pytest.raises(paramiko.AuthenticationException):
+                t.auth_publickey("tester", paramiko.RSAKey.from_private_key_file(str(keys.rsa)))
+        finally:
+            t.close()
     fp = re.escape(fingerprint_of(Path(f"{keys.rsa}.pub")))
     wraith_server.proc.wait_for(
         rf'auth result=failure method=publickey user="tester" src=127\.0\.0\.1 port=\d+ '

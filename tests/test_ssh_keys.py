@@ -32,8 +32,6 @@ from wraith.ssh.keys import (
     public_key_line,
 )
 
-pytestmark = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="needs ssh-keygen")
-
 
 def keygen(*args: str | pathlib.Path) -> str:
     out = subprocess.run(

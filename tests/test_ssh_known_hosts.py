@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import pathlib
-import shutil
 import subprocess
 
 import pytest
@@ -20,8 +19,6 @@ from wraith.ssh.known_hosts import (
     parse_known_hosts,
     validate_fingerprint,
 )
-
-pytestmark = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="needs ssh-keygen")
 
 
 def keygen(*args: str | pathlib.Path) -> str:

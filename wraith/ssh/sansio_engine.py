@@ -409,7 +409,14 @@ class SansioServerSession(_Engine, ServerSession):
                 self._log("publickey", ev.username, result)
                 auth.reject()
         elif isinstance(ev, ue.AuthFailed):
-            self._log(ev.method, ev.username, _Refusal(ev.reason, "-"))
+            fp = keys.fingerprint_blob(ev.key_blob) if ev.key_blob else "-"
+            refusal: AuthResult | _Refusal = _Refusal(ev.reason, fp)
+            if ev.reason == "unsupported-algorithm" and ev.key_blob:
+                # An RSA or ECDSA key: the policy words it as both engines log it.
+                verdict = self._check(ev.username, ev.key_blob)
+                if not verdict.accepted:
+                    refusal = verdict
+            self._log(ev.method, ev.username, refusal)
         elif isinstance(ev, ue.MethodRefused):
             self._log(ev.method, ev.username, self.policy.refused_method(ev.method))
         elif isinstance(ev, ue.Authenticated):

@@ -95,9 +95,29 @@ class PacketCipher(Protocol):
         """The ``packet_length`` from the first four wire bytes of a packet."""
         ...
 
-    def open(self, seq: int, packet: memoryview) -> bytes:
-        """Check and decrypt a whole wire packet; return ``padding_length || payload || pad``."""
+    def open(self, seq: int, packet: memoryview) -> memoryview:
+        """Check and decrypt a whole wire packet: ``padding_length || payload || padding``.
+
+        The view is valid until the next call (it may be a reused buffer).
+        """
         ...
+
+
+class _HasPlain(Protocol):
+    _plain: bytearray
+
+
+def _plain_view(cipher: _HasPlain, n: int) -> memoryview:
+    """A view of ``n`` bytes of the cipher's reusable plaintext buffer.
+
+    Decrypting into one buffer per direction, and copying the payload out once,
+    avoids allocating (and page-faulting) a fresh buffer per large packet.
+    """
+    if len(cipher._plain) < n:
+        # A new object rather than a resize: a caller's view of the old one
+        # may still be alive, and a bytearray with views cannot be resized.
+        cipher._plain = bytearray(max(n, 2 * len(cipher._plain)))
+    return memoryview(cipher._plain)[:n]
 
 
 class NoneCipher:
@@ -114,8 +134,8 @@ class NoneCipher:
     def open_length(self, seq: int, head: memoryview) -> int:
         return int(_U32.unpack(head)[0])
 
-    def open(self, seq: int, packet: memoryview) -> bytes:
-        return bytes(packet[4:])
+    def open(self, seq: int, packet: memoryview) -> memoryview:
+        return packet[4:]
 
 
 class AesGcm:
@@ -132,6 +152,7 @@ class AesGcm:
         self._aead = AESGCM(key)
         self._fixed = iv[:4]
         self._counter = int.from_bytes(iv[4:], "big")
+        self._plain = bytearray()
 
     def _next_nonce(self) -> bytes:
         # RFC 5647 7.1: only the 64-bit invocation counter is incremented,
@@ -150,13 +171,15 @@ class AesGcm:
     def open_length(self, seq: int, head: memoryview) -> int:
         return int(_U32.unpack(head)[0])
 
-    def open(self, seq: int, packet: memoryview) -> bytes:
+    def open(self, seq: int, packet: memoryview) -> memoryview:
+        out = _plain_view(self, len(packet) - 20)
         try:
-            return self._aead.decrypt(self._next_nonce(), packet[4:], packet[:4])
+            self._aead.decrypt_into(self._next_nonce(), packet[4:], packet[:4], out)
         except InvalidTag:
             raise TransportError(
                 f"bad AES-GCM tag on packet {seq}", DisconnectReason.MAC_ERROR
             ) from None
+        return out
 
 
 class ChaCha20Poly1305:
@@ -172,6 +195,7 @@ class ChaCha20Poly1305:
             raise LocalProtocolError("chacha20-poly1305@openssh.com needs a 64-byte key")
         self._main_key = key[:32]  # K_2
         self._header_key = key[32:]  # K_1
+        self._plain = bytearray()
 
     @staticmethod
     def _nonce(counter: int, seq: int) -> bytes:
@@ -199,7 +223,7 @@ class ChaCha20Poly1305:
     def open_length(self, seq: int, head: memoryview) -> int:
         return int(_U32.unpack(self._header(seq, head))[0])
 
-    def open(self, seq: int, packet: memoryview) -> bytes:
+    def open(self, seq: int, packet: memoryview) -> memoryview:
         n = len(packet) - 16
         ctx = Cipher(algorithms.ChaCha20(self._main_key, self._nonce(0, seq)), None).decryptor()
         poly_key = ctx.update(_ZERO_BLOCK)[:32]
@@ -210,7 +234,9 @@ class ChaCha20Poly1305:
             raise TransportError(
                 f"bad chacha20-poly1305 tag on packet {seq}", DisconnectReason.MAC_ERROR
             ) from None
-        return ctx.update(packet[4:n])
+        out = _plain_view(self, n - 4)
+        ctx.update_into(packet[4:n], out)
+        return out
 
 
 @dataclass(frozen=True)
@@ -325,17 +351,21 @@ class PacketReader:
         seq = self.seq
         with memoryview(self._buf) as view:
             body = cipher.open(seq, view[self._pos : self._pos + total])
+            padding = body[0]
+            end = length - padding
+            payload = bytes(body[1:end]) if padding >= 4 and end >= 2 else None
+            del body  # no view of our buffer may outlive this block
+        if payload is None:
+            if padding < 4:
+                raise TransportError(
+                    f"packet {seq} has {padding} bytes of padding; the minimum is 4"
+                )
+            raise TransportError(f"packet {seq} has no payload")
         self._length = None
         self._consume(total)
         self.seq = (seq + 1) & _SEQ_MASK
         self.bytes_read += total
-        padding = body[0]
-        end = length - padding
-        if padding < 4:
-            raise TransportError(f"packet {seq} has {padding} bytes of padding; the minimum is 4")
-        if end < 2:
-            raise TransportError(f"packet {seq} has no payload")
-        return body[1:end], seq
+        return payload, seq
 
     def _check_length(self, length: int, cipher: PacketCipher) -> None:
         total = 4 + length + cipher.tag_len

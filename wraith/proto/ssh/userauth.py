@@ -173,6 +173,8 @@ _S = ServerAuthState
 _SI = _ServerInput
 _SERVER_TRANSITIONS: dict[tuple[ServerAuthState, _ServerInput], ServerAuthState] = {
     (_S.SERVICE, _SI.GOT_SERVICE_REQUEST): _S.WAITING,
+    # paramiko asks for the service again before every attempt; sshd answers each.
+    (_S.WAITING, _SI.GOT_SERVICE_REQUEST): _S.WAITING,
     # A request is queued in any pre-success state after the service started,
     # and processed only in WAITING.
     (_S.WAITING, _SI.QUEUED_REQUEST): _S.WAITING,
@@ -371,7 +373,7 @@ class ServerAuth:
             r = Reader(payload, 1)
             service = r.string(_MAX_NAME)
             r.end()
-            if self._state is _S.SERVICE and service != USERAUTH_SERVICE.encode():
+            if service != USERAUTH_SERVICE.encode():
                 raise DisconnectError(
                     f"service {service!r} is not available", DisconnectReason.SERVICE_NOT_AVAILABLE
                 )
@@ -483,7 +485,12 @@ class ServerAuth:
         self._failures += 1
         self._out.append(self._failure)
         self._events.append(
-            AuthFailed(username=request.username, method="publickey", reason=reason)
+            AuthFailed(
+                username=request.username,
+                method="publickey",
+                reason=reason,
+                key_blob=request.key_blob,
+            )
         )
 
 

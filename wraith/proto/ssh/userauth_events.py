@@ -17,7 +17,7 @@ Client side: ``Banner``, then ``AuthSucceeded`` or ``AuthRejected``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import LocalProtocolError
 from .certs import ED25519, ED25519_CERT
@@ -111,11 +111,13 @@ class AuthFailed:
 
     ``reason`` is short and stable for the log: ``bad-signature``,
     ``unsupported-algorithm``, ``key-type-mismatch`` or ``malformed-key``.
+    ``key_blob`` is the key the client offered (for its fingerprint in the log).
     """
 
     username: str
     method: str
     reason: str
+    key_blob: bytes = field(default=b"", compare=False)
 
     def __post_init__(self) -> None:
         _check_reason(self.reason)
