@@ -20,6 +20,7 @@ the window is only replenished (``consume``) when the driver reads.
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import socket
 import time
@@ -73,6 +74,8 @@ VERSION = "SSH-2.0-Wraith_0.1"
 #: (OpenSSH refuses packets over 256 KiB, so data stays well below that.)
 WINDOW = 2 * 1024 * 1024
 MAX_PACKET = 128 * 1024
+#: Seconds between ``keepalive@openssh.com`` requests (want-reply) on an open session.
+KEEPALIVE_INTERVAL = 30.0
 
 
 class SansioChannel(Channel):
@@ -168,6 +171,7 @@ class _Engine(ByteSession):
         self._opens: dict[int, Pending[Channel]] = {}
         self._globals: dict[int, tuple[Pending[Any], int]] = {}
         self._closed_reason: str | None = None
+        self._next_keepalive: float | None = None
 
     # ByteSession ------------------------------------------------------------------
 
@@ -184,11 +188,23 @@ class _Engine(ByteSession):
             waker()
 
     def get_timer(self) -> float | None:
-        return self.ssh.get_timer()
+        timers = [t for t in (self.ssh.get_timer(), self._next_keepalive) if t is not None]
+        return min(timers) if timers else None
 
     def handle_timer(self, now: float) -> None:
         self.ssh.handle_timer(now)
+        due = self._next_keepalive
+        conn = self.ssh.connection
+        if due is not None and now >= due and conn is not None and not self.ssh.ended:
+            # Keeps NAT state alive; any reply, even REQUEST_FAILURE, proves liveness.
+            # (Acting on a missing reply is the reconnection logic's job.)
+            with contextlib.suppress(LocalProtocolError):  # too many unanswered already
+                conn.send_keepalive()
+            self._next_keepalive = now + KEEPALIVE_INTERVAL
         self._process()
+
+    def _start_keepalives(self) -> None:
+        self._next_keepalive = time.monotonic() + KEEPALIVE_INTERVAL
 
     @property
     def finished(self) -> bool:
@@ -302,6 +318,7 @@ class _Engine(ByteSession):
                     )
         elif isinstance(ev, SessionEnded):
             self._closed_reason = ev.reason
+            self._next_keepalive = None
             for ch in list(self._channels.values()):
                 ch.session_lost()
             self._channels.clear()
@@ -423,6 +440,7 @@ class SansioServerSession(_Engine, ServerSession):
             accepted = self._candidate
             assert accepted is not None
             self.permissions = accepted.permissions or Permissions()
+            self._start_keepalives()
             self._log("publickey", ev.username, accepted)
             self._events.put(Authenticated(username=ev.username, fingerprint=accepted.fingerprint))
         elif isinstance(ev, ue.AuthTimeout):
@@ -640,6 +658,7 @@ class SansioClientSession(_Engine, ClientSession):
                     "host key not trusted", DisconnectReason.HOST_KEY_NOT_VERIFIABLE
                 )
         elif isinstance(ev, ue.AuthSucceeded):
+            self._start_keepalives()
             self.ready.set_result(self)
         elif isinstance(ev, ue.AuthRejected | ue.AuthFailed):
             fp = keys.fingerprint(self._identity.public_key())

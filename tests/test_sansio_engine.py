@@ -1,0 +1,165 @@
+"""The Sans-IO engine adapter, with two engines wired back to back in memory (no sockets)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from wraith.ssh import keys as wkeys
+from wraith.ssh import sansio_engine as se
+from wraith.ssh.auth import AuthPolicy
+from wraith.ssh.authorized_keys import parse_authorized_keys
+from wraith.ssh.engine import (
+    Authenticated,
+    AuthenticationFailed,
+    Channel,
+    ChannelOpenFailed,
+    Closed,
+    DirectTcpipRequested,
+)
+from wraith.ssh.known_hosts import HostKeyMismatch, HostKeyPolicy
+
+
+class Pair:
+    def __init__(self, *, authorize: bool = True, pin: str | None = None) -> None:
+        self.host_key = Ed25519PrivateKey.generate()
+        self.user_key = Ed25519PrivateKey.generate()
+        line = wkeys.public_key_line(self.user_key.public_key()) if authorize else ""
+        policy = AuthPolicy(parse_authorized_keys(line))
+        self.now = time.monotonic()
+        self.server = se.SansioServerSession(
+            ("127.0.0.1", 40000),
+            host_key=self.host_key,
+            policy=policy,
+            allow_remote_bind=False,
+            now=self.now,
+        )
+        fp = pin or wkeys.fingerprint(self.host_key.public_key())
+        self.client = se.connect_client(
+            host="127.0.0.1",
+            port=2222,
+            username="alice",
+            identity=self.user_key,
+            certificate=None,
+            host_keys=HostKeyPolicy(fingerprints=[fp]),
+        )
+        self.server_events: list[object] = []
+        self.server_channels: list[Channel] = []
+
+    def pump(self, rounds: int = 20) -> None:
+        for _ in range(rounds):
+            moved = False
+            for a, b in ((self.client, self.server), (self.server, self.client)):
+                data = a.data_to_send()
+                if data:
+                    b.receive_data(data, self.now)
+                    moved = True
+            while (ev := self.server.next_event()) is not None:
+                self.server_events.append(ev)
+                if isinstance(ev, DirectTcpipRequested):
+                    if ev.port == 1:
+                        ev.reject(se.OpenFailure.CONNECT_FAILED, "connection refused")
+                    else:
+                        self.server_channels.append(ev.accept())
+                moved = True
+            if not moved:
+                return
+
+
+def open_channel(p: Pair, port: int = 80) -> Channel:
+    pending = p.client.open_direct_tcpip("db.internal", port, "127.0.0.1", 5555)
+    p.pump()
+    assert pending.done
+    return pending.result()
+
+
+def test_handshake_auth_and_channel_data_both_ways() -> None:
+    p = Pair()
+    p.pump()
+    assert p.client.ready.done and p.client.ready.result() is p.client
+    assert any(isinstance(e, Authenticated) for e in p.server_events)
+    ch = open_channel(p)
+    (srv,) = p.server_channels
+    assert ch.write(b"ping") == 4
+    p.pump()
+    assert srv.read(100) == b"ping"
+    assert srv.write(b"pong") == 4
+    p.pump()
+    assert ch.read(100) == b"pong"
+    ch.write_eof()
+    p.pump()
+    assert srv.read(100) == b""  # EOF, not lost
+    assert not srv.lost
+
+
+def test_open_failure_reaches_the_client() -> None:
+    p = Pair()
+    p.pump()
+    pending = p.client.open_direct_tcpip("db.internal", 1, "127.0.0.1", 5555)
+    p.pump()
+    with pytest.raises(ChannelOpenFailed) as failed:
+        pending.result()
+    assert failed.value.description == "connection refused"
+
+
+def test_window_bounds_what_a_slow_reader_buffers() -> None:
+    p = Pair()
+    p.pump()
+    ch = open_channel(p)
+    (srv,) = p.server_channels
+    sent = 0
+    block = bytes(256 * 1024)
+    for _ in range(100):  # try to push 25 MiB into a reader that never reads
+        n = ch.write(block)
+        sent += n
+        p.pump()
+        if n == 0:
+            break
+    assert sent == se.WINDOW  # the writer stops at exactly one window
+    # Reading replenishes the window; the writer may go on.
+    assert len(srv.read(se.WINDOW)) == se.WINDOW
+    p.pump()
+    assert ch.write(block) > 0
+
+
+def test_lost_session_marks_channels_lost() -> None:
+    p = Pair()
+    p.pump()
+    ch = open_channel(p)
+    p.client.receive_data(b"", p.now)  # the TCP connection died under us
+    assert ch.read(10) == b""
+    assert ch.lost
+
+
+def test_keepalive_is_sent_and_answered() -> None:
+    p = Pair()
+    p.pump()
+    timer = p.client.get_timer()
+    assert timer is not None
+    p.now = timer + 0.1
+    p.client.handle_timer(p.now)
+    out = p.client.data_to_send()
+    assert out  # the keepalive request
+    p.server.receive_data(out, p.now)
+    p.pump()
+    assert p.client.active and not p.client.finished
+
+
+def test_unknown_host_key_fails_ready() -> None:
+    p = Pair(pin="SHA256:" + "A" * 43)
+    p.pump()
+    with pytest.raises(HostKeyMismatch):
+        p.client.ready.result()
+
+
+def test_refused_key_fails_ready_and_logs(caplog: pytest.LogCaptureFixture) -> None:
+    p = Pair(authorize=False)
+    with caplog.at_level("INFO", logger="wraith.auth"):
+        p.pump()
+    with pytest.raises(AuthenticationFailed):
+        p.client.ready.result()
+    assert any("result=failure" in r.getMessage() for r in caplog.records)
+    p.pump()
+    assert any(isinstance(e, Closed) for e in p.server_events)
