@@ -321,7 +321,9 @@ def server() -> Transport:
     return Transport(Role.SERVER, host_key=HOST_KEY, rng=seeded(2))
 
 
-def fails(t: Transport, data: bytes, reason: DisconnectReason, match: str = "") -> TransportError:
+def fails(
+    t: Transport, data: bytes, reason: DisconnectReason, match: str | None = None
+) -> TransportError:
     """Feed ``data``; it must end ``t`` with ``reason`` and leave the DISCONNECT queued."""
     t.receive_data(data)
     with pytest.raises(TransportError, match=match) as info:
