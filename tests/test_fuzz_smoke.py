@@ -24,7 +24,9 @@ import pytest
 import wraith.proto.forwards
 import wraith.proto.names
 import wraith.proto.socks5
+import wraith.proto.ssh.cipher
 import wraith.proto.ssh.connection
+import wraith.proto.ssh.transport
 import wraith.proto.ssh.userauth
 import wraith.proto.target  # noqa: F401
 from wraith.proto.socks5 import AddressType, Connected, ConnectRequest
@@ -38,6 +40,8 @@ HARNESSES = [
     "fuzz_target",
     "fuzz_ssh_userauth",
     "fuzz_ssh_connection",
+    "fuzz_ssh_packets",
+    "fuzz_ssh_transport",
 ]
 TRAILER = b"payload"
 

@@ -320,3 +320,11 @@ def test_malformed_signature_blob_is_refused() -> None:
     ):
         with pytest.raises(TransportError):
             hostkey.verify(blob, signature, b"H")
+
+
+def test_kexinit_name_list_length_is_bounded() -> None:
+    # wire.MAX_NAME_LIST (64 KiB) applies to each of the ten lists.
+    long_list = ("a" * 1000,) * 70
+    payload = kexinit(kex_algorithms=long_list).to_payload()
+    with pytest.raises(RemoteProtocolError, match="exceeds the limit"):
+        KexInit.parse(payload)

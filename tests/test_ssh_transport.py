@@ -83,9 +83,12 @@ def seeded(seed: int) -> Callable[[int], bytes]:
 
 
 def drain(t: Transport) -> list[Event]:
+    """Every event ``t`` has now; ConnectionClosed (which repeats forever) ends the list."""
     events: list[Event] = []
     while (event := t.next_event()) is not NEED_DATA:
         events.append(event)
+        if isinstance(event, ConnectionClosed):
+            break
     return events
 
 
@@ -245,12 +248,6 @@ class Manual:
             out.append(payload)
             if payload[0] == Msg.KEXINIT:
                 self.server_kexinit = payload
-                assert self.init is not None
-                server_init = KexInit.parse(payload)
-                if not self.server_kexinit_seen():
-                    self.strict = self.strict_wanted() and (
-                        "kex-strict-s-v00@openssh.com" in server_init.kex_algorithms
-                    )
             if payload[0] == Msg.KEX_ECDH_REPLY:
                 self.last_reply = payload
                 self.derive(payload)
@@ -259,13 +256,6 @@ class Manual:
                 if self.strict:
                     self.reader.seq = 0
         return out
-
-    def server_kexinit_seen(self) -> bool:
-        return self.session_id is not None
-
-    def strict_wanted(self) -> bool:
-        assert self.init is not None
-        return STRICT_C in self.init.kex_algorithms
 
     def derive(self, reply: bytes) -> None:
         """From the server's message 31: check the signature over H, derive both keys."""
@@ -283,8 +273,14 @@ class Manual:
             k=k,
         )
         assert hostkey.verify(k_s, signature, h)
-        self.session_id = self.session_id or h
-        algs = negotiate(self.init, KexInit.parse(self.server_kexinit))
+        server_init = KexInit.parse(self.server_kexinit)
+        if self.session_id is None:
+            self.session_id = h
+            self.strict = (
+                STRICT_C in self.init.kex_algorithms
+                and "kex-strict-s-v00@openssh.com" in server_init.kex_algorithms
+            )
+        algs = negotiate(self.init, server_init)
 
         def build(name: str, iv_letter: str, key_letter: str):  # type: ignore[no-untyped-def]
             spec = CIPHERS[name]
@@ -588,7 +584,7 @@ def test_kex_session_id_is_the_first_h_and_never_changes() -> None:
     done = [e for e in pair.cev + pair.sev if isinstance(e, KexComplete)]
     assert len(done) == 8
     assert {e.session_id for e in done} == {session_id}
-    assert [e.first for e in done if e in pair.cev] == [True, False, False, False]
+    assert [e.first for e in pair.cev if isinstance(e, KexComplete)] == [True, False, False, False]
 
 
 def test_kex_all_zero_x25519_value_fails() -> None:
@@ -660,7 +656,7 @@ def test_kex_right_guess_the_guessed_packet_is_used() -> None:
     manual = Manual()
     manual.send_kexinit(follows=True)
     manual.send_ecdh_init()
-    t = server()
+    t = Transport(Role.SERVER, host_key=HOST_KEY, kex_algorithms=("curve25519-sha256",))
     t.receive_data(manual.take())
     drain(t)
     payloads = manual.receive(t.data_to_send())
@@ -774,6 +770,18 @@ def test_ext_info_is_the_packet_right_after_the_servers_first_newkeys() -> None:
     [ext] = [e for e in pair.cev if isinstance(e, ExtInfoReceived)]
     assert ext.extensions == {"server-sig-algs": b"ssh-ed25519"}
     assert pair.client._reader.seq == 1  # reaching in: EXT_INFO was packet 0 after NEWKEYS
+
+
+def test_ext_info_markers_ride_in_the_first_kexinit_only() -> None:
+    for role, markers in (
+        (Role.CLIENT, ("ext-info-c", STRICT_C)),
+        (Role.SERVER, ("ext-info-s", "kex-strict-s-v00@openssh.com")),
+    ):
+        t = Transport(role, host_key=HOST_KEY)
+        _, payloads, _ = clear_packets(t.data_to_send())
+        init = KexInit.parse(payloads[0])
+        assert init.kex_algorithms[-2:] == markers
+        assert init.real_kex_algorithms == DEFAULT_KEX
 
 
 def test_ext_info_only_when_the_client_asked_and_only_once() -> None:
@@ -1084,6 +1092,7 @@ def _server_in(phase: str, strict: bool) -> tuple[Transport, Manual]:
     if phase == "kexinit":  # only the identification line so far
         t.receive_data(manual.take())
         drain(t)
+        manual.receive(t.data_to_send())
     elif phase == "ecdh":
         manual.send_kexinit(strict=strict)
         t.receive_data(manual.take())

@@ -196,6 +196,8 @@ _TRANSITIONS: dict[tuple[TransportState, _Input], TransportState] = {
 }
 
 #: The kex messages each role may receive in each phase, and the phase they lead to.
+#: The client leaves HOST_KEY (to NEWKEYS, sending its own) on the next
+#: ``next_event()`` call, or at once in a re-exchange, where no event is returned.
 _KEX_TRANSITIONS: dict[tuple[Role, KexPhase, int], KexPhase] = {
     (Role.CLIENT, KexPhase.IDLE, Msg.KEXINIT): KexPhase.ECDH_REPLY,
     (Role.CLIENT, KexPhase.KEXINIT, Msg.KEXINIT): KexPhase.ECDH_REPLY,
@@ -291,6 +293,7 @@ class Transport:
         self._state = TransportState.VERSION
         self._phase = KexPhase.IDLE
         self._eof = False
+        self._closed: ConnectionClosed | None = None
         self._error: TransportError | None = None
         self._version_lines = 0
         self._peer_version_raw: bytes | None = None
@@ -600,8 +603,7 @@ class Transport:
                 return self._read_version()
             if self._phase is KexPhase.HOST_KEY:
                 # The caller has seen HostKeyReceived and did not disconnect.
-                self._send_newkeys()
-                self._phase = KexPhase.NEWKEYS
+                self._leave_host_key()
             got = reader.next_packet()
             if got is None:
                 return self._closed_event() if self._eof else NEED_DATA
@@ -626,6 +628,8 @@ class Transport:
     def _closed_event(self) -> ConnectionClosed | NeedData:
         if not self._eof:
             return NEED_DATA
+        if self._closed is not None:
+            return self._closed
         if self._state is TransportState.VERSION:
             reason = "EOF before the peer's identification line"
         elif self._state is TransportState.CLOSED:
@@ -637,7 +641,8 @@ class Transport:
         else:
             reason = "EOF"
         self._move(_Input.EOF)
-        return ConnectionClosed(reason=reason)
+        self._closed = ConnectionClosed(reason=reason)
+        return self._closed
 
     def _read_version(self) -> VersionReceived | ConnectionClosed | NeedData:
         while True:
@@ -781,18 +786,21 @@ class Transport:
                 DisconnectReason.KEY_EXCHANGE_FAILED,
             )
         self._derive_ciphers(k, h)
+        self._phase = new
         if self._state is TransportState.KEX_INITIAL:
             self._server_host_key_blob = k_s
-            self._phase = new
             return HostKeyReceived(key_blob=k_s)
         if k_s != self._server_host_key_blob:
             raise TransportError(
                 "the server presented a different host key in a re-exchange",
                 DisconnectReason.HOST_KEY_NOT_VERIFIABLE,
             )
+        self._leave_host_key()
+        return None
+
+    def _leave_host_key(self) -> None:
         self._send_newkeys()
         self._phase = KexPhase.NEWKEYS
-        return None
 
     def _on_newkeys(self, payload: bytes, new: KexPhase) -> KexComplete:
         if len(payload) != 1:

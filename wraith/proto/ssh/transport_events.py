@@ -142,7 +142,11 @@ class DisconnectReceived:
 
 @dataclass(frozen=True, kw_only=True)
 class ConnectionClosed:
-    """The peer's byte stream ended (``receive_data(b"")``); ``reason`` says where."""
+    """The peer's byte stream ended (``receive_data(b"")``); ``reason`` says where.
+
+    Terminal: every later ``next_event()`` returns it again, so a loop that
+    drains events must stop on it as it stops on ``NEED_DATA``.
+    """
 
     reason: str
 
