@@ -73,7 +73,7 @@ from .engine import (
     Waker,
 )
 from .known_hosts import HostKeyError, HostKeyPolicy
-from .tunnels import check_destination, listen_socket, remote_bind_host
+from .tunnels import check_destination, grant_forward
 
 log = logging.getLogger("wraith.ssh")
 
@@ -637,22 +637,14 @@ class ParamikoServerSession(ServerSession, _SessionBase):
         )
 
     def port_forward_request(self, address: str, port: int) -> int | bool:
-        perms = self.permissions
-        if perms is None or not perms.port_forwarding:
-            return False
-        bind = remote_bind_host(address, self.allow_remote_bind)
-        if bind is None:
-            log.info(
-                "refused remote bind (non-loopback needs --allow-remote-bind) src=%s port=%d",
-                *self.peer,
-            )
-            return False
-        if not perms.allows_listen(address, port):
-            return False
-        try:
-            sock = listen_socket(bind, port)
-        except OSError as e:
-            log.info("remote forward bind failed src=%s port=%d: %s", *self.peer, e.strerror)
+        sock = grant_forward(
+            self.permissions,
+            address,
+            port,
+            allow_remote_bind=self.allow_remote_bind,
+            peer=self.peer,
+        )
+        if sock is None:
             return False
         bound = int(sock.getsockname()[1])
         with self._lock:

@@ -65,7 +65,7 @@ from .engine import (
     Waker,
 )
 from .known_hosts import HostKeyError, HostKeyPolicy
-from .tunnels import check_destination, listen_socket, remote_bind_host
+from .tunnels import check_destination, grant_forward
 
 log = logging.getLogger("wraith.ssh")
 
@@ -507,22 +507,14 @@ class SansioServerSession(_Engine, ServerSession):
         )
 
     def _forward(self, address: str, port: int) -> int | None:
-        perms = self.permissions
-        if perms is None or not perms.port_forwarding:
-            return None
-        bind = remote_bind_host(address, self.allow_remote_bind)
-        if bind is None:
-            log.info(
-                "refused remote bind (non-loopback needs --allow-remote-bind) src=%s port=%d",
-                *self.peer,
-            )
-            return None
-        if not perms.allows_listen(address, port):
-            return None
-        try:
-            sock = listen_socket(bind, port)
-        except OSError as e:
-            log.info("remote forward bind failed src=%s port=%d: %s", *self.peer, e.strerror)
+        sock = grant_forward(
+            self.permissions,
+            address,
+            port,
+            allow_remote_bind=self.allow_remote_bind,
+            peer=self.peer,
+        )
+        if sock is None:
             return None
         bound = int(sock.getsockname()[1])
         self._events.put(ForwardListening(bind_host=address, bind_port=bound, sock=sock))

@@ -7,12 +7,15 @@ decide.  Nothing here logs a destination.
 
 from __future__ import annotations
 
+import logging
 import socket
 
 from ..proto import names, tunnel
 from ..proto.errors import RemoteProtocolError
 from ..proto.tunnel import OpenFailure
 from .auth import Permissions
+
+log = logging.getLogger("wraith.ssh")
 
 
 def check_destination(
@@ -71,3 +74,33 @@ def listen_socket(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def grant_forward(
+    perms: Permissions | None,
+    address: str,
+    port: int,
+    *,
+    allow_remote_bind: bool,
+    peer: tuple[str, int],
+) -> socket.socket | None:
+    """The listening socket for a client's ``tcpip-forward``, or None if refused.
+
+    Checks the key's permissions and the bind address, then binds.  Logs why
+    it refused, naming the client, never a destination.
+    """
+    if perms is None or not perms.port_forwarding:
+        return None
+    bind = remote_bind_host(address, allow_remote_bind)
+    if bind is None:
+        log.info(
+            "refused remote bind (non-loopback needs --allow-remote-bind) src=%s port=%d", *peer
+        )
+        return None
+    if not perms.allows_listen(address, port):
+        return None
+    try:
+        return listen_socket(bind, port)
+    except OSError as e:
+        log.info("remote forward bind failed src=%s port=%d: %s", *peer, e.strerror)
+        return None
