@@ -74,9 +74,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--engine",
-        choices=("paramiko", "sansio"),
-        default="paramiko",
-        help="SSH engine: paramiko (default) or sansio, Wraith's own (experimental)",
+        choices=("sansio", "paramiko"),
+        default="sansio",
+        help="SSH engine: sansio, Wraith's own (default), or paramiko",
     )
     p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
     p.add_argument(

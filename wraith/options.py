@@ -39,8 +39,8 @@ class ServeOptions:
     allow_remote_bind: bool = False
     #: Where the host key lives; ``None`` means ``$WRAITH_STATE_DIR`` or the XDG state dir.
     state_dir: str | os.PathLike[str] | None = None
-    #: SSH engine: only ``paramiko`` exists so far.
-    engine: str = "paramiko"
+    #: SSH engine: ``sansio`` (Wraith's own, the default) or ``paramiko``.
+    engine: str = "sansio"
     auth_timeout: float = DEFAULT_AUTH_TIMEOUT
     dial_timeout: float = DEFAULT_DIAL_TIMEOUT
 
@@ -71,5 +71,6 @@ class ConnectOptions:
     socks_credentials: tuple[str, str] | None = None
     #: Allow a non-loopback SOCKS listener without credentials.
     socks_open: bool = False
-    engine: str = "paramiko"
+    #: SSH engine: ``sansio`` (Wraith's own, the default) or ``paramiko``.
+    engine: str = "sansio"
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
