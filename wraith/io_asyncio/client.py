@@ -21,6 +21,7 @@ from ..proto import forwards as fw
 from ..proto import socks5, tunnel
 from ..ssh import engine as e
 from ..ssh import sansio_engine
+from ..ssh.forwarding import forwarded_destination, register_remote
 from ..ssh.paramiko_engine import ParamikoClientSession
 from .pump import pump
 from .server import DialError, dial, tcp_connect
@@ -150,11 +151,9 @@ class Client:
             self._closed.set()
 
     async def _forwarded(self, ev: e.ForwardedConnection) -> None:
-        entry = self.forwards.find_remote(ev.bind_host, ev.bind_port)
-        if entry is None or not isinstance(entry.forward, fw.RemoteForward):
-            ev.channel.close()
+        dest = forwarded_destination(self.forwards, ev)
+        if dest is None:
             return
-        dest = entry.forward
         try:
             local = await dial(dest.dest_host, dest.dest_port, 10.0)
         except DialError:
@@ -164,18 +163,7 @@ class Client:
         await splice(local, await open_channel_streams(ev.channel))
 
     async def _register_remote(self) -> None:
-        for entry in self.forwards.pending_remote():
-            f = entry.forward
-            assert isinstance(f, fw.RemoteForward)
-            pending = self.session.request_forward(fw.remote_bind_address(f.bind_host), f.bind_port)
-            try:
-                port = await wait_pending(pending)
-            except e.EngineError as exc:
-                self.forwards.mark_failed(entry.id, str(exc))
-                log.warning("remote forward of port %d refused by the server", f.bind_port)
-                continue
-            self.forwards.mark_active(entry.id, port)
-            log.info("remote forward listening on server port %d", port)
+        await register_remote(self.session, self.forwards, wait_pending)
 
     # -- local listeners --------------------------------------------------------
 
