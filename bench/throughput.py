@@ -6,9 +6,11 @@
 Every tunnel carries the same transfer through its SOCKS5 port to a sink/source
 process on loopback: Wraith's client and server (``wraith connect -D`` and
 ``wraith serve``) on trio and on asyncio, and OpenSSH's ``ssh -N -D`` against a
-private ``sshd``, all with aes128-gcm.  Rounds alternate between the tunnels so
-that drift on a shared machine hits them alike; the table shows the median MB/s
-and the ratio to OpenSSH.  Absolute numbers drift on shared machines; ratios
+private ``sshd``, for each cipher asked for (``--ciphers``; aes128-gcm and
+chacha20-poly1305 by default; paramiko has no chacha20-poly1305, so its rows
+are aes-gcm only).  Rounds alternate between the tunnels so that drift on a
+shared machine hits them alike; the table shows the median MB/s and the ratio
+to OpenSSH with the same cipher.  Absolute numbers drift on shared machines; ratios
 hold.  Timing is reported, never asserted.
 """
 
@@ -30,6 +32,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 MB = 1_000_000
+AES = "aes128-gcm@openssh.com"
+CHACHA = "chacha20-poly1305@openssh.com"
+ALL_CIPHERS = (AES, "aes256-gcm@openssh.com", CHACHA)
+SHORT = {AES: "", "aes256-gcm@openssh.com": "/aes256", CHACHA: "/chacha20"}
+#: Ciphers each Wraith engine offers.
+ENGINE_CIPHERS = {"sansio": ALL_CIPHERS, "paramiko": ALL_CIPHERS[:2]}
+
+
+def tunnel_name(base: str, cipher: str) -> str:
+    """``openssh``, ``wraith-trio-sansio``; other ciphers than aes128-gcm get a suffix."""
+    return base + SHORT[cipher]
+
+
 CHUNK = 1 << 20
 LOOPBACK = "127.0.0.1"
 
@@ -168,7 +183,7 @@ class Bench:
         self.procs.append(p)
         return p
 
-    def add_openssh(self) -> None:
+    def add_openssh(self, ciphers: list[str]) -> None:
         sshd = shutil.which("sshd") or "/usr/sbin/sshd"
         port = _free_port()
         cfg = self.work / "sshd_config"
@@ -176,15 +191,20 @@ class Bench:
             f"Port {port}\nListenAddress {LOOPBACK}\nHostKey {self.work / 'hostkey'}\n"
             f"AuthorizedKeysFile {self.work / 'authorized_keys'}\nUsePAM no\nStrictModes no\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-            "PermitRootLogin prohibit-password\nCiphers aes128-gcm@openssh.com\n"
+            "PermitRootLogin prohibit-password\n"
+            f"Ciphers {','.join(ALL_CIPHERS)}\n"
             f"PidFile {self.work / 'sshd.pid'}\n"
         )
         os.makedirs("/run/sshd", exist_ok=True)
         p = self.spawn([sshd, "-D", "-e", "-f", str(cfg)])
         _wait_port(port, p)
-        socks = _free_port()
         known = self.work / "known_hosts"
         known.write_text(f"[{LOOPBACK}]:{port} {(self.work / 'hostkey.pub').read_text()}")
+        for cipher in ciphers:
+            self._add_ssh(port, known, cipher)
+
+    def _add_ssh(self, port: int, known: Path, cipher: str) -> None:
+        socks = _free_port()
         p = self.spawn(
             [
                 "ssh",
@@ -194,7 +214,7 @@ class Bench:
                 "-D",
                 f"{LOOPBACK}:{socks}",
                 "-c",
-                "aes128-gcm@openssh.com",
+                cipher,
                 "-i",
                 str(self.work / "id"),
                 "-o",
@@ -211,9 +231,9 @@ class Bench:
             ]
         )
         _wait_port(socks, p)
-        self.tunnels["openssh"] = socks
+        self.tunnels[tunnel_name("openssh", cipher)] = socks
 
-    def add_wraith(self, backend: str, engine: str = "paramiko") -> None:
+    def add_wraith(self, backend: str, engine: str, cipher: str) -> None:
         port = _free_port()
         wraith = [sys.executable, "-m", "wraith"]
         p = self.spawn(
@@ -254,13 +274,15 @@ class Bench:
                 str(self.work / "id"),
                 "--host-key-fingerprint",
                 fp,
+                "--ciphers",
+                cipher,
                 "-D",
                 f"{LOOPBACK}:{socks}",
                 f"{LOOPBACK}:{port}",
             ]
         )
         _wait_port(socks, p)
-        self.tunnels[f"wraith-{backend}-{engine}"] = socks
+        self.tunnels[tunnel_name(f"wraith-{backend}-{engine}", cipher)] = socks
 
     def close(self) -> None:
         for p in reversed(self.procs):
@@ -278,6 +300,7 @@ def run(
     backends: list[str],
     say: Callable[[str], None],
     engines: tuple[str, ...] = ("sansio", "paramiko"),
+    ciphers: tuple[str, ...] = (AES, CHACHA),
 ) -> dict[str, object]:
     work = Path(tempfile.mkdtemp(prefix="wraith-bench-"))
     port_file = work / "endpoint.port"
@@ -292,10 +315,17 @@ def run(
                 raise RuntimeError("endpoint did not start")
             time.sleep(0.05)
         endpoint_port = int(port_file.read_text())
-        bench.add_openssh()
-        for engine in engines:
-            for backend in backends:
-                bench.add_wraith(backend, engine)
+        bench.add_openssh(list(ciphers))
+        baseline = {}
+        for cipher in ciphers:
+            baseline[tunnel_name("openssh", cipher)] = tunnel_name("openssh", cipher)
+            for engine in engines:
+                if cipher not in ENGINE_CIPHERS[engine]:
+                    continue
+                for backend in backends:
+                    bench.add_wraith(backend, engine, cipher)
+                    name = tunnel_name(f"wraith-{backend}-{engine}", cipher)
+                    baseline[name] = tunnel_name("openssh", cipher)
         nbytes = size_mb * MB
         results: dict[str, dict[str, list[float]]] = {
             name: {"up": [], "down": []} for name in bench.tunnels
@@ -311,20 +341,20 @@ def run(
                 for name in names:
                     mbps = measure(bench.tunnels[name], endpoint_port, direction, nbytes)
                     results[name][direction].append(mbps)
-                    say(f"round {r + 1}/{rounds} {direction:4} {name:24} {mbps:8.1f} MB/s")
+                    say(f"round {r + 1}/{rounds} {direction:4} {name:34} {mbps:8.1f} MB/s")
         table: dict[str, object] = {
             "size_mb": size_mb,
             "rounds": rounds,
-            "cipher": "aes128-gcm@openssh.com",
+            "ciphers": list(ciphers),
             "machine": f"{os.cpu_count()} cores, {sys.version.split()[0]}",
             "results": {},
         }
-        base = {d: statistics.median(results["openssh"][d]) for d in ("up", "down")}
         for name, per in results.items():
-            row = {}
+            row: dict[str, object] = {"baseline": baseline[name]}
             for d in ("up", "down"):
                 med = statistics.median(per[d])
-                row[d] = {"median_mbps": round(med, 1), "ratio": round(med / base[d], 3)}
+                base = statistics.median(results[baseline[name]][d])
+                row[d] = {"median_mbps": round(med, 1), "ratio": round(med / base, 3)}
             table["results"][name] = row  # type: ignore[index]
         return table
     finally:
@@ -337,14 +367,15 @@ def run(
 def render(table: dict[str, object]) -> str:
     lines = [
         f"single-stream SOCKS5 throughput, {table['size_mb']} MB per transfer, "
-        f"median of {table['rounds']}, {table['cipher']}, {table['machine']}",
-        f"{'tunnel':26} {'up MB/s':>9} {'x OpenSSH':>10} {'down MB/s':>10} {'x OpenSSH':>10}",
+        f"median of {table['rounds']}, {table['machine']}; "
+        "ratios are to OpenSSH with the same cipher (no suffix: aes128-gcm)",
+        f"{'tunnel':34} {'up MB/s':>9} {'x OpenSSH':>10} {'down MB/s':>10} {'x OpenSSH':>10}",
     ]
     results = table["results"]
     assert isinstance(results, dict)
     for name, row in results.items():
         lines.append(
-            f"{name:26} {row['up']['median_mbps']:9.1f} {row['up']['ratio']:10.2f} "
+            f"{name:34} {row['up']['median_mbps']:9.1f} {row['up']['ratio']:10.2f} "
             f"{row['down']['median_mbps']:10.1f} {row['down']['ratio']:10.2f}"
         )
     return "\n".join(lines)
@@ -358,6 +389,11 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
     p.add_argument("--backends", default="trio,asyncio", help="comma-separated Wraith backends")
     p.add_argument("--engines", default="sansio,paramiko", help="comma-separated Wraith engines")
+    p.add_argument(
+        "--ciphers",
+        default=f"{AES},{CHACHA}",
+        help=f"comma-separated ciphers, each measured (default {AES},{CHACHA})",
+    )
     p.add_argument("--json", metavar="FILE", help="also write the table as JSON")
     p.add_argument("--endpoint", metavar="PORTFILE", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -370,6 +406,7 @@ def main() -> int:
         args.backends.split(","),
         lambda m: print(m, file=sys.stderr, flush=True),
         tuple(args.engines.split(",")),
+        tuple(args.ciphers.split(",")),
     )
     print(render(table), flush=True)
     if args.json:

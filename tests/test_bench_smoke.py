@@ -39,7 +39,11 @@ def test_bench_smoke(tmp_path: Path) -> None:
         "wraith-asyncio-paramiko",
         "wraith-trio-sansio",
         "wraith-asyncio-sansio",
+        "openssh/chacha20",
+        "wraith-trio-sansio/chacha20",
+        "wraith-asyncio-sansio/chacha20",
     }
+    assert table["results"]["wraith-trio-sansio/chacha20"]["baseline"] == "openssh/chacha20"
     for row in table["results"].values():
         for direction in ("up", "down"):
             assert row[direction]["median_mbps"] > 0

@@ -56,12 +56,18 @@ def test_usage_errors_are_one_line_exit_2(keys: Keys) -> None:
         ("connect", "-i", str(keys.client), "--engine", "bogus", "127.0.0.1:1"),
         ("serve", "--listen", "udp://127.0.0.1:1"),
         ("connect", "-i", str(keys.rsa), "127.0.0.1:1"),
+        ("connect", "-i", str(keys.client), "-c", "aes128-cbc", "127.0.0.1:1"),
+        ("serve", "--engine", "paramiko", "--ciphers", "chacha20-poly1305@openssh.com"),
+        ("connect", "-i", str(keys.client), "--keepalive-interval", "0", "127.0.0.1:1"),
+        ("serve", "--keepalive-count", "0"),
     ]
     for args in cases:
         out = run(*args)
         assert out.returncode == 2, (args, out.stderr)
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("wraith: "), (args, out.stderr)
+    out = run("connect", "-i", str(keys.client), "-c", "aes128-cbc", "127.0.0.1:1")
+    assert "chacha20-poly1305@openssh.com" in out.stderr  # the message lists the choices
     # An open proxy needs an explicit opt-in; the message says how.
     out = run("connect", "-i", str(keys.client), "-D", "0.0.0.0:0", "127.0.0.1:1")
     assert "--socks-open" in out.stderr
@@ -215,3 +221,47 @@ def test_output_is_line_flushed_to_files(backend: str, tmp_path: Path, keys: Key
             popen.terminate()
             popen.wait(10)
     assert os.path.exists(tmp_path / "st" / "host_ed25519_key")
+
+
+def test_cipher_choice_is_negotiated_or_refused_clearly(
+    backend: str, tmp_path: Path, keys: Keys
+) -> None:
+    """``--ciphers`` on both sides: a common cipher connects, none fails with exit 3."""
+    from helpers import start_server
+
+    server = start_server(
+        backend,
+        tmp_path,
+        authorized_keys=keys.authorized_keys,
+        extra=["--ciphers", "aes256-gcm@openssh.com"],
+    )
+    try:
+        ok = start_client(
+            backend,
+            server,
+            keys.client,
+            args=[
+                "-L",
+                "127.0.0.1:0:127.0.0.1:9",
+                "-c",
+                "aes128-gcm@openssh.com,aes256-gcm@openssh.com",
+            ],
+        )
+        ok.proc.stop()
+        out = run(
+            "connect",
+            "--backend",
+            backend,
+            "-i",
+            str(keys.client),
+            "--host-key-fingerprint",
+            server.fingerprint,
+            "-c",
+            "aes128-gcm@openssh.com",
+            server.target,
+        )
+        assert out.returncode == 3, out.stderr
+        assert "cipher" in out.stderr.lower(), out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1
+    finally:
+        server.proc.stop()

@@ -18,12 +18,19 @@ from wraith.ssh.engine import (
     ChannelOpenFailed,
     Closed,
     DirectTcpipRequested,
+    SSHSettings,
 )
 from wraith.ssh.known_hosts import HostKeyMismatch, HostKeyPolicy
 
 
 class Pair:
-    def __init__(self, *, authorize: bool = True, pin: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        authorize: bool = True,
+        pin: str | None = None,
+        settings: SSHSettings | None = None,
+    ) -> None:
         self.host_key = Ed25519PrivateKey.generate()
         self.user_key = Ed25519PrivateKey.generate()
         line = wkeys.public_key_line(self.user_key.public_key()) if authorize else ""
@@ -35,6 +42,7 @@ class Pair:
             policy=policy,
             allow_remote_bind=False,
             now=self.now,
+            settings=settings,
         )
         fp = pin or wkeys.fingerprint(self.host_key.public_key())
         self.client = se.connect_client(
@@ -44,6 +52,7 @@ class Pair:
             identity=self.user_key,
             certificate=None,
             host_keys=HostKeyPolicy(fingerprints=[fp]),
+            settings=settings,
         )
         self.server_events: list[object] = []
         self.server_channels: list[Channel] = []
@@ -163,3 +172,67 @@ def test_refused_key_fails_ready_and_logs(caplog: pytest.LogCaptureFixture) -> N
     assert any("result=failure" in r.getMessage() for r in caplog.records)
     p.pump()
     assert any(isinstance(e, Closed) for e in p.server_events)
+
+
+# -- keepalives and dead-peer detection ----------------------------------------------
+
+
+def _timer(session: se.SansioClientSession) -> float:
+    t = session.get_timer()
+    assert t is not None
+    return t
+
+
+def test_a_live_peer_answers_keepalives_and_the_session_stays_up() -> None:
+    p = Pair(settings=SSHSettings(keepalive_interval=5, keepalive_count=2))
+    p.pump()
+    assert p.client.ready.done
+    for _ in range(10):
+        p.now = _timer(p.client)
+        p.client.handle_timer(p.now)
+        probe = p.client.data_to_send()
+        assert probe  # silence for a whole interval: a keepalive went out
+        p.server.receive_data(probe, p.now)
+        reply = p.server.data_to_send()
+        assert reply  # the server answers it
+        p.client.receive_data(reply, p.now)
+    assert p.client.active
+    assert p.client.next_event() is None
+
+
+def test_a_silent_peer_is_declared_dead_after_the_keepalive_count() -> None:
+    p = Pair(settings=SSHSettings(keepalive_interval=5, keepalive_count=3))
+    p.pump()
+    assert p.client.ready.done
+    ch = open_channel(p)
+    start = p.now
+    sent = 0
+    while p.client.active:
+        p.now = _timer(p.client)
+        assert p.now - start <= 5 * 4 + 1  # never later than interval * (count + 1)
+        p.client.handle_timer(p.now)
+        if p.client.active and p.client.data_to_send():
+            sent += 1  # the peer never hears it: nothing is delivered from here on
+    assert sent == 3
+    closed = p.client.next_event()
+    assert isinstance(closed, Closed)
+    assert "not responding" in closed.reason
+    assert p.now - start >= 5 * 4 - 1
+    assert ch.lost  # channels see a lost session, not a clean end
+
+
+def test_a_busy_peer_needs_no_keepalives() -> None:
+    p = Pair(settings=SSHSettings(keepalive_interval=5, keepalive_count=1))
+    p.pump()
+    ch = open_channel(p)
+    (srv,) = p.server_channels
+    for _ in range(20):
+        p.now += 2
+        srv.write(b"x")
+        p.client.receive_data(p.server.data_to_send(), p.now)
+        if p.now >= _timer(p.client):
+            p.client.handle_timer(p.now)
+        assert ch.read(10) == b"x"
+        back = p.client.data_to_send()
+        assert not back  # no keepalive: the client heard from the server two seconds ago
+    assert p.client.active

@@ -84,6 +84,32 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _ssh_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-c",
+        "--ciphers",
+        action="append",
+        metavar="LIST",
+        help="ciphers to offer, comma-separated, in order of preference, like ssh -c "
+        "(default: aes128-gcm@openssh.com,aes256-gcm@openssh.com,"
+        "chacha20-poly1305@openssh.com; paramiko has no chacha20-poly1305)",
+    )
+    p.add_argument(
+        "--keepalive-interval",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="send a keepalive after this long without hearing from the peer (default: 15)",
+    )
+    p.add_argument(
+        "--keepalive-count",
+        type=int,
+        default=3,
+        metavar="N",
+        help="give the peer up as dead after N unanswered keepalives (default: 3)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="wraith",
@@ -152,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long to wait for a tunnel destination to accept (default: 10)",
     )
+    _ssh_flags(s)
     _common(s)
 
     c = sub.add_parser(
@@ -222,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="timeout for TCP connect, handshake and auth (default: 15)",
     )
+    _ssh_flags(c)
     _common(c)
 
     k = sub.add_parser(
@@ -338,6 +366,9 @@ def _serve(args: argparse.Namespace) -> int:
         allow_remote_bind=args.allow_remote_bind,
         state_dir=args.state_dir,
         engine=args.engine,
+        ciphers=args.ciphers or [],
+        keepalive_interval=args.keepalive_interval,
+        keepalive_count=args.keepalive_count,
         auth_timeout=args.auth_timeout,
         dial_timeout=args.dial_timeout,
     )
@@ -419,6 +450,9 @@ def _connect(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         socks_credentials=creds,
         socks_open=args.socks_open,
         engine=args.engine,
+        ciphers=args.ciphers or [],
+        keepalive_interval=args.keepalive_interval,
+        keepalive_count=args.keepalive_count,
         connect_timeout=args.connect_timeout,
     )
     try:

@@ -23,6 +23,7 @@ from .proto.target import Target, parse_target
 
 if TYPE_CHECKING:
     from .ssh.auth import AuthPolicy
+    from .ssh.engine import SSHSettings
     from .ssh.known_hosts import HostKeyPolicy
 
 ENGINES = ("sansio", "paramiko")
@@ -38,6 +39,34 @@ def _engine(name: str) -> str:
     return name
 
 
+def _ssh_settings(opts: ServeOptions | ConnectOptions, engine: str) -> SSHSettings:
+    from .ssh.engine import SSHSettings
+    from .ssh.engines import ENGINE_CIPHERS
+
+    supported = ENGINE_CIPHERS[engine]
+    ciphers: list[str] = []
+    for name in opts.ciphers:
+        for c in (part.strip() for part in name.split(",")):
+            if not c:
+                continue
+            if c not in supported:
+                raise ConfigError(
+                    f"--ciphers: {c!r} is not offered by the {engine} engine "
+                    f"(choose from: {', '.join(supported)})"
+                )
+            if c not in ciphers:
+                ciphers.append(c)
+    if not opts.keepalive_interval > 0:
+        raise ConfigError("--keepalive-interval must be more than 0 seconds")
+    if not 1 <= opts.keepalive_count <= 60:
+        raise ConfigError("--keepalive-count must be from 1 to 60")
+    return SSHSettings(
+        ciphers=tuple(ciphers),
+        keepalive_interval=float(opts.keepalive_interval),
+        keepalive_count=int(opts.keepalive_count),
+    )
+
+
 @dataclass
 class ServerConfig:
     listen: list[Target]
@@ -46,6 +75,7 @@ class ServerConfig:
     state_dir: Path
     policy: AuthPolicy
     engine: str
+    ssh: SSHSettings
     warnings: list[str] = field(default_factory=list)
 
     @classmethod
@@ -55,6 +85,7 @@ class ServerConfig:
         from .ssh.authorized_keys import AuthorizedKeysError
 
         engine = _engine(opts.engine)
+        ssh = _ssh_settings(opts, engine)
         listen = []
         for url in opts.listen:
             try:
@@ -93,6 +124,7 @@ class ServerConfig:
             state_dir=state_dir,
             policy=policy,
             engine=engine,
+            ssh=ssh,
             warnings=warnings,
         )
 
@@ -115,6 +147,7 @@ class ClientConfig:
     registry: fw.ForwardRegistry
     socks_credentials: tuple[str, str] | None
     engine: str
+    ssh: SSHSettings
     connect_timeout: float
 
     @classmethod
@@ -123,6 +156,7 @@ class ClientConfig:
         from .ssh.known_hosts import HostKeyPolicy
 
         engine = _engine(opts.engine)
+        ssh = _ssh_settings(opts, engine)
         try:
             target = parse_target(opts.target)
         except RemoteProtocolError as e:
@@ -175,5 +209,6 @@ class ClientConfig:
             registry=registry,
             socks_credentials=creds,
             engine=engine,
+            ssh=ssh,
             connect_timeout=opts.connect_timeout,
         )

@@ -19,6 +19,10 @@ DEFAULT_AUTH_TIMEOUT = 30.0
 DEFAULT_DIAL_TIMEOUT = 10.0
 #: Seconds the client waits for the TCP connect plus SSH handshake and auth.
 DEFAULT_CONNECT_TIMEOUT = 15.0
+#: Seconds of silence from the peer before a keepalive goes out.
+DEFAULT_KEEPALIVE_INTERVAL = 15.0
+#: Keepalives left unanswered before the peer counts as dead.
+DEFAULT_KEEPALIVE_COUNT = 3
 DEFAULT_LISTEN = "tcp://127.0.0.1:2222"
 DEFAULT_SOCKS = "127.0.0.1:1080"
 
@@ -41,6 +45,11 @@ class ServeOptions:
     state_dir: str | os.PathLike[str] | None = None
     #: SSH engine: ``sansio`` (Wraith's own, the default) or ``paramiko``.
     engine: str = "sansio"
+    #: Ciphers to offer, in order; empty means the engine's default (AES-GCM first).
+    ciphers: Sequence[str] = ()
+    #: Keepalive after this many seconds of silence; dead after ``keepalive_count`` more.
+    keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL
+    keepalive_count: int = DEFAULT_KEEPALIVE_COUNT
     auth_timeout: float = DEFAULT_AUTH_TIMEOUT
     dial_timeout: float = DEFAULT_DIAL_TIMEOUT
 
@@ -73,4 +82,9 @@ class ConnectOptions:
     socks_open: bool = False
     #: SSH engine: ``sansio`` (Wraith's own, the default) or ``paramiko``.
     engine: str = "sansio"
+    #: Ciphers to offer, in order; empty means the engine's default (AES-GCM first).
+    ciphers: Sequence[str] = ()
+    #: Keepalive after this many seconds of silence; dead after ``keepalive_count`` more.
+    keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL
+    keepalive_count: int = DEFAULT_KEEPALIVE_COUNT
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT

@@ -56,6 +56,7 @@ async def _establish(cfg: ClientConfig) -> tuple[e.ClientSession, asyncio.Task[N
                     identity=cfg.identity,
                     certificate=cfg.certificate,
                     host_keys=cfg.host_keys,
+                    settings=cfg.ssh,
                 )
                 reader, writer = await asyncio.open_connection(sock=raw, limit=1024 * 1024)
                 pumping = asyncio.ensure_future(pump(reader, writer, session))
@@ -74,6 +75,7 @@ async def _establish(cfg: ClientConfig) -> tuple[e.ClientSession, asyncio.Task[N
                 certificate=cfg.certificate,
                 host_keys=cfg.host_keys,
                 timeout=cfg.connect_timeout,
+                settings=cfg.ssh,
             )
             return await wait_pending(pending), None
     except TimeoutError:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -27,6 +28,7 @@ log = logging.getLogger("wraith")
 class Notifier:
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
         self._event = asyncio.Event()
         self._armed = True
 
@@ -35,6 +37,11 @@ class Notifier:
         if not self._armed:
             return
         self._armed = False
+        if threading.get_ident() == self._thread:
+            # From the loop's own thread (the Sans-IO engine always is): set the
+            # event now, with no trip through the loop's self-pipe.
+            self._fire()
+            return
         with contextlib.suppress(RuntimeError):  # the loop is closed
             self._loop.call_soon_threadsafe(self._fire)
 

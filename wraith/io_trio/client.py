@@ -52,6 +52,7 @@ async def _establish(cfg: ClientConfig, nursery: trio.Nursery) -> e.ClientSessio
                     identity=cfg.identity,
                     certificate=cfg.certificate,
                     host_keys=cfg.host_keys,
+                    settings=cfg.ssh,
                 )
                 nursery.start_soon(pump, stream, session)
                 try:
@@ -69,6 +70,7 @@ async def _establish(cfg: ClientConfig, nursery: trio.Nursery) -> e.ClientSessio
                 certificate=cfg.certificate,
                 host_keys=cfg.host_keys,
                 timeout=cfg.connect_timeout,
+                settings=cfg.ssh,
             )
             return await wait_pending(pending)
     except trio.TooSlowError:

@@ -177,7 +177,11 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
     for warning in config.warnings:
         log.warning("%s", warning)
     engine = server_engine(
-        config.engine, config.host_key, config.policy, allow_remote_bind=opts.allow_remote_bind
+        config.engine,
+        config.host_key,
+        config.policy,
+        allow_remote_bind=opts.allow_remote_bind,
+        settings=config.ssh,
     )
     listeners = []
     try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -29,6 +30,7 @@ log = logging.getLogger("wraith")
 class Notifier:
     def __init__(self) -> None:
         self._token = trio.lowlevel.current_trio_token()
+        self._thread = threading.get_ident()
         self._event = trio.Event()
         self._armed = True
 
@@ -37,6 +39,11 @@ class Notifier:
         if not self._armed:
             return
         self._armed = False
+        if threading.get_ident() == self._thread:
+            # From the loop's own thread (the Sans-IO engine always is): set the
+            # event now, with no trip through the loop's wake-up socket.
+            self._fire()
+            return
         with contextlib.suppress(trio.RunFinishedError):
             self._token.run_sync_soon(self._fire, idempotent=True)
 

@@ -30,10 +30,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar, cast
 
+from ..options import DEFAULT_KEEPALIVE_COUNT, DEFAULT_KEEPALIVE_INTERVAL
 from ..proto.tunnel import OpenFailure as OpenFailure
 
 Waker = Callable[[], None]
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SSHSettings:
+    """Per-connection SSH tuning shared by both engines.
+
+    ``ciphers`` is the offered order (empty: the engine's default order).
+    When nothing has arrived from the peer for ``keepalive_interval`` seconds,
+    a ``keepalive@openssh.com`` request (want-reply) goes out; after
+    ``keepalive_count`` silent intervals the session ends as dead, so a dead
+    peer is noticed within ``keepalive_interval * (keepalive_count + 1)``.
+    """
+
+    ciphers: tuple[str, ...] = ()
+    keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL
+    keepalive_count: int = DEFAULT_KEEPALIVE_COUNT
 
 
 class EngineError(Exception):

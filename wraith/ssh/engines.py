@@ -13,9 +13,14 @@ from typing import Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .auth import AuthPolicy
-from .engine import ServerSession
+from .engine import ServerSession, SSHSettings
 
 ENGINES = ("sansio", "paramiko")
+#: The ciphers each engine can offer (``--ciphers`` picks from these).
+ENGINE_CIPHERS = {
+    "sansio": ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"),
+    "paramiko": ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com"),
+}
 
 
 class ServerEngine(Protocol):
@@ -25,12 +30,22 @@ class ServerEngine(Protocol):
 
 
 def server_engine(
-    name: str, host_key: Ed25519PrivateKey, policy: AuthPolicy, *, allow_remote_bind: bool
+    name: str,
+    host_key: Ed25519PrivateKey,
+    policy: AuthPolicy,
+    *,
+    allow_remote_bind: bool,
+    settings: SSHSettings | None = None,
 ) -> ServerEngine:
+    settings = settings or SSHSettings()
     if name == "sansio":
         from .sansio_engine import SansioServerEngine
 
-        return SansioServerEngine(host_key, policy, allow_remote_bind=allow_remote_bind)
+        return SansioServerEngine(
+            host_key, policy, allow_remote_bind=allow_remote_bind, settings=settings
+        )
     from .paramiko_engine import ParamikoServerEngine
 
-    return ParamikoServerEngine(host_key, policy, allow_remote_bind=allow_remote_bind)
+    return ParamikoServerEngine(
+        host_key, policy, allow_remote_bind=allow_remote_bind, settings=settings
+    )

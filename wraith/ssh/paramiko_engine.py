@@ -70,6 +70,7 @@ from .engine import (
     ServerEvent,
     ServerSession,
     SessionClosed,
+    SSHSettings,
     Waker,
 )
 from .known_hosts import HostKeyError, HostKeyPolicy
@@ -120,9 +121,10 @@ def _waking(handler: Callable[[Any, Any], None], *, close: bool = False) -> Any:
     return wrapped
 
 
-def _configure(t: paramiko.Transport) -> None:
+def _configure(t: paramiko.Transport, settings: SSHSettings) -> None:
     opts = t.get_security_options()
-    opts.ciphers = [c for c in CIPHERS if c in opts.ciphers]
+    offered = settings.ciphers or CIPHERS
+    opts.ciphers = [c for c in offered if c in opts.ciphers]
     opts.kex = [k for k in KEX if k in opts.kex]
     t.default_window_size = WINDOW_SIZE
     t.default_max_packet_size = MAX_PACKET
@@ -493,6 +495,7 @@ class ParamikoServerSession(ServerSession, _SessionBase):
         host_key: paramiko.PKey,
         policy: AuthPolicy,
         allow_remote_bind: bool,
+        settings: SSHSettings,
     ) -> None:
         self.peer = (str(peer[0]), int(peer[1]))
         self.policy = policy
@@ -508,7 +511,8 @@ class ParamikoServerSession(ServerSession, _SessionBase):
         sock.setblocking(True)
         t = _Transport(sock)
         t.wraith_session = self
-        _configure(t)
+        _configure(t, settings)
+        t.set_keepalive(max(1, round(settings.keepalive_interval)))
         t.add_server_key(host_key)
         t.banner_timeout = 15
         t.handshake_timeout = 15
@@ -665,11 +669,17 @@ class ParamikoServerEngine:
     pumped = False
 
     def __init__(
-        self, host_key: Ed25519PrivateKey, policy: AuthPolicy, *, allow_remote_bind: bool
+        self,
+        host_key: Ed25519PrivateKey,
+        policy: AuthPolicy,
+        *,
+        allow_remote_bind: bool,
+        settings: SSHSettings | None = None,
     ) -> None:
         self._host_key = _paramiko_key(host_key)
         self._policy = policy
         self._allow_remote_bind = allow_remote_bind
+        self._settings = settings or SSHSettings()
 
     def accept(self, sock: socket.socket | None, peer: tuple[str, int]) -> ServerSession:
         assert sock is not None, "paramiko runs on the socket itself"
@@ -679,6 +689,7 @@ class ParamikoServerEngine:
             host_key=self._host_key,
             policy=self._policy,
             allow_remote_bind=self._allow_remote_bind,
+            settings=self._settings,
         )
 
 
@@ -708,6 +719,7 @@ class ParamikoClientSession(ClientSession, _SessionBase):
         certificate: str | None,
         host_keys: HostKeyPolicy,
         timeout: float,
+        settings: SSHSettings | None = None,
     ) -> Pending[ClientSession]:
         """Handshake, check the host key and authenticate, in a worker thread."""
         pending: Pending[ClientSession] = Pending()
@@ -718,7 +730,7 @@ class ParamikoClientSession(ClientSession, _SessionBase):
             t.wraith_opens = {}
             session = cls(t, "")
             try:
-                _configure(t)
+                _configure(t, settings or SSHSettings())
                 opts = t.get_security_options()
                 opts.key_types = [k for k in HOST_KEY_TYPES if k in opts.key_types]
                 t.banner_timeout = timeout
@@ -726,7 +738,11 @@ class ParamikoClientSession(ClientSession, _SessionBase):
                 try:
                     t.start_client(timeout=timeout)
                 except (paramiko.SSHException, OSError, EOFError) as e:
-                    raise HandshakeFailed(f"SSH handshake failed: {e}") from None
+                    why = str(e).rstrip(".")
+                    if isinstance(e, paramiko.IncompatiblePeer) or why == "Negotiation failed":
+                        # The peer hung up on our KEXINIT: say what usually causes it.
+                        why += " (no cipher, key exchange or host key type in common)"
+                    raise HandshakeFailed(f"SSH handshake failed: {why}") from None
                 server_key = t.get_remote_server_key()
                 session._fingerprint = host_keys.check(host, port, server_key.asbytes())
                 pkey = _paramiko_key(identity)
@@ -745,7 +761,7 @@ class ParamikoClientSession(ClientSession, _SessionBase):
                     raise HandshakeFailed(f"authentication did not complete: {e}") from None
                 if not t.is_authenticated():
                     raise AuthenticationFailed("authentication failed")
-                t.set_keepalive(30)
+                t.set_keepalive(max(1, round((settings or SSHSettings()).keepalive_interval)))
                 pending.set_result(session)
             except (HandshakeFailed, AuthenticationFailed, HostKeyError) as e:
                 t.close()

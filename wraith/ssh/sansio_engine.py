@@ -37,7 +37,7 @@ from ..proto.ssh import userauth_events as ue
 from ..proto.ssh.constants import DisconnectReason
 from ..proto.ssh.events_common import NEED_DATA
 from ..proto.ssh.session import SessionEnded, SSHSession
-from ..proto.ssh.transport import Role
+from ..proto.ssh.transport import DEFAULT_CIPHERS, Role
 from . import keys
 from .auth import AuthPolicy, AuthResult, Permissions
 from .authlog import log_auth, log_token
@@ -62,6 +62,7 @@ from .engine import (
     ServerEvent,
     ServerSession,
     SessionClosed,
+    SSHSettings,
     Waker,
 )
 from .known_hosts import HostKeyError, HostKeyPolicy
@@ -74,8 +75,15 @@ VERSION = "SSH-2.0-Wraith_0.1"
 #: (OpenSSH refuses packets over 256 KiB, so data stays well below that.)
 WINDOW = 2 * 1024 * 1024
 MAX_PACKET = 128 * 1024
-#: Seconds between ``keepalive@openssh.com`` requests (want-reply) on an open session.
-KEEPALIVE_INTERVAL = 30.0
+_CONNECTION_ARGS = {"window": WINDOW, "max_packet": MAX_PACKET, "max_send_packet": MAX_PACKET}
+
+
+def _transport_args(settings: SSHSettings) -> dict[str, Any]:
+    return {
+        "version": VERSION,
+        "max_packet": MAX_PACKET + 1024,
+        "ciphers": settings.ciphers or DEFAULT_CIPHERS,
+    }
 
 
 class SansioChannel(Channel):
@@ -164,8 +172,11 @@ class SansioChannel(Channel):
 class _Engine(ByteSession):
     """What the client and server sides share: pumping, channels, opens."""
 
-    def __init__(self, ssh: SSHSession) -> None:
+    def __init__(self, ssh: SSHSession, settings: SSHSettings, now: float) -> None:
         self.ssh = ssh
+        self.settings = settings
+        self._last_heard = now
+        self._unanswered = 0
         self._out_waker: Waker | None = None
         self._channels: dict[int, SansioChannel] = {}
         self._opens: dict[int, Pending[Channel]] = {}
@@ -176,6 +187,9 @@ class _Engine(ByteSession):
     # ByteSession ------------------------------------------------------------------
 
     def receive_data(self, data: bytes, now: float) -> None:
+        if data:
+            self._last_heard = now
+            self._unanswered = 0
         self.ssh.receive_data(data, now)
         self._process()
 
@@ -196,15 +210,36 @@ class _Engine(ByteSession):
         due = self._next_keepalive
         conn = self.ssh.connection
         if due is not None and now >= due and conn is not None and not self.ssh.ended:
-            # Keeps NAT state alive; any reply, even REQUEST_FAILURE, proves liveness.
-            # (Acting on a missing reply is the reconnection logic's job.)
-            with contextlib.suppress(LocalProtocolError):  # too many unanswered already
-                conn.send_keepalive()
-            self._next_keepalive = now + KEEPALIVE_INTERVAL
+            self._keepalive(now)
         self._process()
 
+    def _keepalive(self, now: float) -> None:
+        """Probe a silent peer; end the session once it stayed silent too long.
+
+        Any bytes from the peer count as a sign of life, so a busy session
+        sends no keepalives at all.  A request with want-reply makes a live
+        peer answer (even REQUEST_FAILURE does), which also keeps NAT state.
+        """
+        interval = self.settings.keepalive_interval
+        silent = now - self._last_heard
+        if silent < interval:
+            self._next_keepalive = self._last_heard + interval
+            return
+        self._next_keepalive = now + interval
+        if self._unanswered >= self.settings.keepalive_count:
+            self.ssh.disconnect(
+                f"peer not responding: no reply to {self._unanswered} keepalives in {silent:.0f}s",
+                DisconnectReason.CONNECTION_LOST,
+            )
+            return
+        conn = self.ssh.connection
+        assert conn is not None
+        with contextlib.suppress(LocalProtocolError):  # too many unanswered already
+            conn.send_keepalive()
+            self._unanswered += 1
+
     def _start_keepalives(self) -> None:
-        self._next_keepalive = time.monotonic() + KEEPALIVE_INTERVAL
+        self._next_keepalive = time.monotonic() + self.settings.keepalive_interval
 
     @property
     def finished(self) -> bool:
@@ -352,19 +387,19 @@ class SansioServerSession(_Engine, ServerSession):
         policy: AuthPolicy,
         allow_remote_bind: bool,
         now: float,
+        settings: SSHSettings | None = None,
     ) -> None:
+        settings = settings or SSHSettings()
         super().__init__(
             SSHSession(
                 Role.SERVER,
                 now=now,
                 host_key=host_key,
-                transport={"version": VERSION, "max_packet": MAX_PACKET + 1024},
-                connection={
-                    "window": WINDOW,
-                    "max_packet": MAX_PACKET,
-                    "max_send_packet": MAX_PACKET,
-                },
-            )
+                transport=_transport_args(settings),
+                connection=_CONNECTION_ARGS,
+            ),
+            settings,
+            now,
         )
         self.peer = peer
         self.policy = policy
@@ -534,11 +569,17 @@ class SansioServerEngine:
     pumped = True
 
     def __init__(
-        self, host_key: Ed25519PrivateKey, policy: AuthPolicy, *, allow_remote_bind: bool
+        self,
+        host_key: Ed25519PrivateKey,
+        policy: AuthPolicy,
+        *,
+        allow_remote_bind: bool,
+        settings: SSHSettings | None = None,
     ) -> None:
         self._host_key = host_key
         self._policy = policy
         self._allow_remote_bind = allow_remote_bind
+        self._settings = settings or SSHSettings()
 
     def accept(self, sock: socket.socket | None, peer: tuple[str, int]) -> ServerSession:
         del sock  # the driver pumps the socket itself
@@ -548,6 +589,7 @@ class SansioServerEngine:
             policy=self._policy,
             allow_remote_bind=self._allow_remote_bind,
             now=time.monotonic(),
+            settings=self._settings,
         )
 
 
@@ -565,7 +607,9 @@ class SansioClientSession(_Engine, ClientSession):
         certificate_blob: bytes | None,
         host_keys: HostKeyPolicy,
         now: float,
+        settings: SSHSettings | None = None,
     ) -> None:
+        settings = settings or SSHSettings()
         super().__init__(
             SSHSession(
                 Role.CLIENT,
@@ -573,13 +617,11 @@ class SansioClientSession(_Engine, ClientSession):
                 username=username,
                 key=identity,
                 certificate_blob=certificate_blob,
-                transport={"version": VERSION, "max_packet": MAX_PACKET + 1024},
-                connection={
-                    "window": WINDOW,
-                    "max_packet": MAX_PACKET,
-                    "max_send_packet": MAX_PACKET,
-                },
-            )
+                transport=_transport_args(settings),
+                connection=_CONNECTION_ARGS,
+            ),
+            settings,
+            now,
         )
         self._host = host
         self._port = port
@@ -693,6 +735,7 @@ def connect_client(
     identity: Ed25519PrivateKey,
     certificate: str | None,
     host_keys: HostKeyPolicy,
+    settings: SSHSettings | None = None,
 ) -> SansioClientSession:
     """A client session to pump; its ``ready`` Pending resolves once authenticated."""
     blob = base64.b64decode(certificate.split()[1]) if certificate is not None else None
@@ -704,4 +747,5 @@ def connect_client(
         certificate_blob=blob,
         host_keys=host_keys,
         now=time.monotonic(),
+        settings=settings,
     )
