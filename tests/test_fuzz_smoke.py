@@ -21,6 +21,7 @@ import pytest
 
 # Import the targets before the harnesses, so the harnesses' instrument_imports() finds
 # them loaded and leaves them uninstrumented inside pytest.
+import wraith.proto.destpolicy
 import wraith.proto.forwards
 import wraith.proto.names
 import wraith.proto.socks5
@@ -37,6 +38,7 @@ HARNESSES = [
     "fuzz_socks5_client",
     "fuzz_forwards",
     "fuzz_names",
+    "fuzz_destpolicy",
     "fuzz_target",
     "fuzz_ssh_userauth",
     "fuzz_ssh_connection",
@@ -65,6 +67,13 @@ CLIENT_INPUTS = [
 SPECS = ["8080:localhost:80", "[::1]:8080:[2001:db8::1]:443", "*:1080", "0:h:22", "1080"]
 TARGETS = ["user@host:2222", "tcp://[::1]:22", "h", "tcp://0.0.0.0:0"]
 HOSTS = ["example.com", "[::1]", "127.1", "WRAITH-control", "169.254.169.254", ""]
+DEST_POLICIES = [
+    "db.internal\x00*.internal\x0010.0.0.0/8",
+    "10.1.2.3\x0010.0.0.0/8:8000-9000\x00[::ffff:10.1.0.0/112]\x00*",
+    "::ffff:127.0.0.1\x00127.0.0.1/32:443",
+    "x\x00\x00",
+    "LocalHost.\x00localhost:1-1000\x00db?.x",
+]
 
 
 def load(name: str) -> ModuleType:
@@ -87,6 +96,7 @@ def seeds() -> list[bytes]:
         + [bytes([i]) + s.encode() for i, s in enumerate(SPECS)]
         + [b"\x01\xbb" + h.encode() for h in HOSTS]
         + [bytes([i]) + t.encode() for i, t in enumerate(TARGETS)]
+        + [b"\x01\xbb" + p.encode() for p in DEST_POLICIES]
     )
 
 
@@ -155,6 +165,15 @@ def test_forwards_and_names_check() -> None:
         "169.254.169.254",
         None,
     ]
+
+
+def test_destpolicy_check() -> None:
+    fuzz = load("fuzz_destpolicy")
+    got = []
+    for text in DEST_POLICIES:
+        host, *patterns = text.split("\x00")
+        got.append(fuzz.check(host, 443, patterns[0::2], patterns[1::2]))
+    assert got == [(True, False), (False, False), (True, True), None, (True, False)]
 
 
 @pytest.mark.parametrize("name", HARNESSES)

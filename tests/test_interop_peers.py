@@ -19,9 +19,11 @@ listens and connects on 127.0.0.1 only.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,6 +68,22 @@ def start_peer(script: str, *args: str) -> Proc:
     return Proc([sys.executable, "-W", "error", str(PEERS / script), *args], env=clean_env())
 
 
+def output_of(proc: Proc) -> str:
+    """``proc``'s output without the peers' ``kex N`` lines (there are hundreds)."""
+    lines = proc.output().splitlines()
+    return "\n".join(line for line in lines if not re.fullmatch(r"kex \d+", line))
+
+
+@contextlib.contextmanager
+def outputs_on_failure(*procs: Proc) -> Iterator[None]:
+    """Re-raise any failure with what every process involved said."""
+    try:
+        yield
+    except Exception as exc:
+        said = "".join(f"\n=== {' '.join(p.args[1:4])}\n{output_of(p)}" for p in procs)
+        raise AssertionError(f"{type(exc).__name__}: {exc}{said}") from exc
+
+
 def peer_value(peer: Proc, name: str, *, timeout: float = 30) -> int:
     """The number on the peer's ``name N`` line."""
     return int(peer.wait_for(rf"^{name} (\d+)$", timeout=timeout).group(1))
@@ -86,13 +104,19 @@ def assert_echo_rekeyed(port: int, size: int, seed: int, peer: Proc) -> None:
     before = kex_count(peer)
     payload = pattern_bytes(size, seed=seed)
     got = echo_roundtrip(port, payload, timeout=TRANSFER_TIMEOUT)
-    assert len(got) == len(payload), f"echoed {len(got)} of {len(payload)} bytes\n" + peer.output()
+    assert len(got) == len(payload), f"echoed {len(got)} of {len(payload)} bytes"
     assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
     # The peer starts a re-exchange every REKEY_BYTES it sends (and paramiko also
     # every REKEY_BYTES it receives); it sends the whole payload once, so half of
     # size / REKEY_BYTES is a floor with a wide margin.
     wanted = before + size // REKEY_BYTES // 2
     peer.wait_for(rf"^kex {wanted}$", timeout=10)
+
+
+def assert_session_survived(peer: Proc) -> None:
+    """The peer's SSH connection is still up: no transfer or channel close ended it."""
+    assert peer.popen.poll() is None
+    assert "closed" not in peer.stdout
 
 
 def wraith_server(backend: str, tmp_path: Path, keys: Keys) -> tuple[WraithServer, Path]:
@@ -133,14 +157,16 @@ def wraith_client_round_trips(
         env=sansio_env(),
     )
     try:
-        assert_cipher(peer, cipher)
-        assert_echo_rekeyed(client.local_ports[0], SIZE, 21, peer)
-        assert_echo_rekeyed(client.remote_ports[0], SIZE, 22, peer)
-        assert client.socks_port is not None
-        with socks_connect(client.socks_port, "127.0.0.1", echo.port) as sock:
-            sock.sendall(b"peer-socks")
-            assert recv_exact(sock, 10) == b"peer-socks"
-        assert client.proc.popen.poll() is None, client.proc.output()
+        with outputs_on_failure(peer, client.proc):
+            assert_cipher(peer, cipher)
+            assert_echo_rekeyed(client.local_ports[0], SIZE, 21, peer)
+            assert_echo_rekeyed(client.remote_ports[0], SIZE, 22, peer)
+            assert client.socks_port is not None
+            with socks_connect(client.socks_port, "127.0.0.1", echo.port) as sock:
+                sock.sendall(b"peer-socks")
+                assert recv_exact(sock, 10) == b"peer-socks"
+            assert_session_survived(peer)
+            assert client.proc.popen.poll() is None
     finally:
         client.proc.stop()
 
@@ -190,13 +216,13 @@ def test_asyncssh_client_against_wraith_server(
             str(echo.port),
         )
         try:
-            assert_cipher(peer, cipher)
-            port = peer_value(peer, "local-port" if forward == "direct-tcpip" else "remote-port")
-            assert_echo_rekeyed(port, size, 11, peer)
-            assert peer.popen.poll() is None, peer.output()
+            with outputs_on_failure(peer, server.proc):
+                assert_cipher(peer, cipher)
+                name = "local-port" if forward == "direct-tcpip" else "remote-port"
+                assert_echo_rekeyed(peer_value(peer, name), size, 11, peer)
+                assert_session_survived(peer)
         finally:
             peer.stop()
-        assert server.proc.popen.poll() is None, server.proc.output()
     finally:
         server.proc.stop()
 
@@ -257,13 +283,13 @@ def test_paramiko_client_against_wraith_server(
             str(echo.port),
         )
         try:
-            assert_cipher(peer, cipher)
-            assert_echo_rekeyed(peer_value(peer, "local-port"), SIZE, 31, peer)
-            assert_echo_rekeyed(peer_value(peer, "remote-port"), SIZE, 32, peer)
-            assert peer.popen.poll() is None, peer.output()
+            with outputs_on_failure(peer, server.proc):
+                assert_cipher(peer, cipher)
+                assert_echo_rekeyed(peer_value(peer, "local-port"), SIZE, 31, peer)
+                assert_echo_rekeyed(peer_value(peer, "remote-port"), SIZE, 32, peer)
+                assert_session_survived(peer)
         finally:
             peer.stop()
-        assert server.proc.popen.poll() is None, server.proc.output()
     finally:
         server.proc.stop()
 

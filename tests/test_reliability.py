@@ -90,7 +90,10 @@ def test_lost_session_resets_local_sockets(
     """Killing the server mid-transfer must reach the local app as RST, never a clean EOF."""
     server = start_server(backend, tmp_path, authorized_keys=keys.authorized_keys)
     client = start_client(
-        backend, server, keys.client, args=["-L", f"127.0.0.1:0:127.0.0.1:{source.port}"]
+        backend,
+        server,
+        keys.client,
+        args=["-L", f"127.0.0.1:0:127.0.0.1:{source.port}", "--no-reconnect"],
     )
     try:
         sock = socket.create_connection(("127.0.0.1", client.local_ports[0]), timeout=30)
@@ -98,7 +101,7 @@ def test_lost_session_resets_local_sockets(
             recv_exact(sock, 4 * MB)  # the tunnel is flowing
             server.proc.kill()
             assert _read_until_end(sock, 30) == "reset"
-        assert client.proc.wait(30) == 1
+        assert client.proc.wait(30) == 1  # --no-reconnect: a lost session ends the client
         assert any("session lost" in line for line in client.proc.stderr)
     finally:
         client.proc.stop()

@@ -84,6 +84,17 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _shutdown_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="on SIGINT/SIGTERM, stop accepting and give open tunnels this long to finish "
+        "before disconnecting; a second signal exits at once (default: 10)",
+    )
+
+
 def _ssh_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-c",
@@ -160,6 +171,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="let -R forwards listen on non-loopback addresses (default: loopback only)",
     )
     s.add_argument(
+        "--allow-dest",
+        action="append",
+        metavar="PATTERN",
+        help="let tunnels reach only destinations matching a pattern, repeatable: an IP or "
+        "CIDR (10.0.0.0/8, ::1) or a host name glob (*.internal, db.example.org), with an "
+        "optional :PORT or :LO-HI ([2001:db8::/32]:443); a name is also checked after it "
+        "resolves (default: every destination)",
+    )
+    s.add_argument(
+        "--deny-dest",
+        action="append",
+        metavar="PATTERN",
+        help="refuse tunnels to destinations matching a pattern (as --allow-dest), "
+        "repeatable; deny wins over allow. Link-local and cloud metadata addresses "
+        "are always refused",
+    )
+    s.add_argument(
         "--state-dir",
         metavar="DIR",
         help="state directory (default: $WRAITH_STATE_DIR or ~/.local/state/wraith)",
@@ -178,7 +206,45 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long to wait for a tunnel destination to accept (default: 10)",
     )
+    s.add_argument(
+        "--ban-after",
+        type=int,
+        default=5,
+        metavar="N",
+        help="ban a source after N failed authentications within --ban-window; "
+        "a banned source is disconnected before the SSH banner; 0 turns bans off (default: 5)",
+    )
+    s.add_argument(
+        "--ban-window",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="how far back failures count toward a ban (default: 600)",
+    )
+    s.add_argument(
+        "--ban-time",
+        type=float,
+        default=900.0,
+        metavar="SECONDS",
+        help="how long a ban lasts (default: 900)",
+    )
+    s.add_argument(
+        "--max-unauth-per-source",
+        type=int,
+        default=10,
+        metavar="N",
+        help="connections not yet authenticated allowed per source address "
+        "(IPv6: per /64) (default: 10)",
+    )
+    s.add_argument(
+        "--max-unauth",
+        type=int,
+        default=256,
+        metavar="N",
+        help="connections not yet authenticated allowed in total (default: 256)",
+    )
     _ssh_flags(s)
+    _shutdown_flag(s)
     _common(s)
 
     c = sub.add_parser(
@@ -249,7 +315,36 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="timeout for TCP connect, handshake and auth (default: 15)",
     )
+    c.add_argument(
+        "--no-reconnect",
+        action="store_true",
+        help="exit (code 1) when the session is lost instead of reconnecting",
+    )
+    c.add_argument(
+        "--reconnect-delay",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="ceiling of the first reconnect delay; it doubles per failed attempt, "
+        "each delay drawn at random below it (default: 1)",
+    )
+    c.add_argument(
+        "--reconnect-max-delay",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="cap of the reconnect delay ceiling (default: 30)",
+    )
+    c.add_argument(
+        "--session-wait",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long a new SOCKS or -L connection waits for the session while it "
+        "reconnects, before it is refused (default: 10)",
+    )
     _ssh_flags(c)
+    _shutdown_flag(c)
     _common(c)
 
     k = sub.add_parser(
@@ -364,6 +459,8 @@ def _serve(args: argparse.Namespace) -> int:
         authorized_keys=args.authorized_keys,
         cert_authority=args.cert_authority or [],
         allow_remote_bind=args.allow_remote_bind,
+        allow_dest=args.allow_dest or [],
+        deny_dest=args.deny_dest or [],
         state_dir=args.state_dir,
         engine=args.engine,
         ciphers=args.ciphers or [],
@@ -371,6 +468,12 @@ def _serve(args: argparse.Namespace) -> int:
         keepalive_count=args.keepalive_count,
         auth_timeout=args.auth_timeout,
         dial_timeout=args.dial_timeout,
+        shutdown_timeout=args.shutdown_timeout,
+        ban_after=args.ban_after,
+        ban_window=args.ban_window,
+        ban_time=args.ban_time,
+        max_unauth_per_source=args.max_unauth_per_source,
+        max_unauth=args.max_unauth,
     )
     try:
         _run(args.backend, _serve_async(args.backend), opts)
@@ -387,12 +490,8 @@ def _serve_async(backend: str) -> Any:
     async def run(opts: Any) -> None:
         serve: Any
         if backend == "asyncio":
-            import asyncio
-
             from .io_asyncio import serve
         else:
-            import trio
-
             from .io_trio import serve
         from .ssh import keys
 
@@ -410,10 +509,7 @@ def _serve_async(backend: str) -> Any:
                 f"connect with: wraith connect --host-key-fingerprint {fp} "
                 f"{_url_host(shown)}:{port}"
             )
-            if backend == "asyncio":
-                await asyncio.Event().wait()
-            else:
-                await trio.sleep_forever()
+            await server.run_until_stopped(opts.shutdown_timeout)
 
     return run
 
@@ -454,6 +550,11 @@ def _connect(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         keepalive_interval=args.keepalive_interval,
         keepalive_count=args.keepalive_count,
         connect_timeout=args.connect_timeout,
+        reconnect=not args.no_reconnect,
+        reconnect_delay=args.reconnect_delay,
+        reconnect_max_delay=args.reconnect_max_delay,
+        session_wait=args.session_wait,
+        shutdown_timeout=args.shutdown_timeout,
     )
     try:
         reason = _run(args.backend, _connect_async(args.backend), opts)
@@ -463,12 +564,14 @@ def _connect(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             raise
         _err(str(e))
         return code
+    if reason is None:
+        return EXIT_OK  # stopped by SIGINT/SIGTERM, after the graceful shutdown
     _err(f"SSH session lost: {reason}")
     return EXIT_ERROR
 
 
 def _connect_async(backend: str) -> Any:
-    async def run(opts: Any) -> str:
+    async def run(opts: Any) -> str | None:
         connect: Any
         if backend == "asyncio":
             from .io_asyncio import connect
@@ -484,7 +587,7 @@ def _connect_async(backend: str) -> Any:
             for entry in client.forwards.entries():
                 if entry.bound_port is not None:
                     print(f"remote forward listening on server port {entry.bound_port}")
-            reason: str = await client.wait_closed()
+            reason: str | None = await client.run_until_stopped(opts.shutdown_timeout)
             return reason
 
     return run

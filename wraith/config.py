@@ -18,10 +18,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from .options import ConnectOptions, KeySource, ServeOptions
 from .proto import forwards as fw
 from .proto import names
+from .proto.destpolicy import DestinationPolicy
 from .proto.errors import RemoteProtocolError
 from .proto.target import Target, parse_target
 
 if TYPE_CHECKING:
+    from .gate import GateSettings
     from .ssh.auth import AuthPolicy
     from .ssh.engine import SSHSettings
     from .ssh.known_hosts import HostKeyPolicy
@@ -67,6 +69,35 @@ def _ssh_settings(opts: ServeOptions | ConnectOptions, engine: str) -> SSHSettin
     )
 
 
+def _dest_policy(opts: ServeOptions) -> DestinationPolicy:
+    for flag, patterns in (("--allow-dest", opts.allow_dest), ("--deny-dest", opts.deny_dest)):
+        try:
+            DestinationPolicy(allow=patterns)
+        except ValueError as e:
+            raise ConfigError(f"{flag}: {e}") from None
+    return DestinationPolicy(allow=opts.allow_dest, deny=opts.deny_dest)
+
+
+def _gate_settings(opts: ServeOptions) -> GateSettings:
+    from .gate import GateSettings
+
+    if opts.ban_after < 0:
+        raise ConfigError("--ban-after must be 0 (no bans) or more")
+    if not opts.ban_window > 0 or not opts.ban_time > 0:
+        raise ConfigError("--ban-window and --ban-time must be more than 0 seconds")
+    if opts.max_unauth_per_source < 1 or opts.max_unauth < 1:
+        raise ConfigError("--max-unauth-per-source and --max-unauth must be at least 1")
+    if not opts.shutdown_timeout >= 0:
+        raise ConfigError("--shutdown-timeout must not be negative")
+    return GateSettings(
+        ban_after=opts.ban_after,
+        failure_window=float(opts.ban_window),
+        ban_time=float(opts.ban_time),
+        max_unauth_per_source=opts.max_unauth_per_source,
+        max_unauth=opts.max_unauth,
+    )
+
+
 @dataclass
 class ServerConfig:
     listen: list[Target]
@@ -76,7 +107,10 @@ class ServerConfig:
     policy: AuthPolicy
     engine: str
     ssh: SSHSettings
+    gate: GateSettings
     warnings: list[str] = field(default_factory=list)
+    #: ``--allow-dest`` / ``--deny-dest``: what tunnels may reach.
+    dest_policy: DestinationPolicy = field(default_factory=DestinationPolicy)
 
     @classmethod
     def from_options(cls, opts: ServeOptions) -> ServerConfig:
@@ -86,6 +120,8 @@ class ServerConfig:
 
         engine = _engine(opts.engine)
         ssh = _ssh_settings(opts, engine)
+        dest_policy = _dest_policy(opts)
+        gate = _gate_settings(opts)
         listen = []
         for url in opts.listen:
             try:
@@ -125,7 +161,9 @@ class ServerConfig:
             policy=policy,
             engine=engine,
             ssh=ssh,
+            gate=gate,
             warnings=warnings,
+            dest_policy=dest_policy,
         )
 
 
@@ -149,6 +187,10 @@ class ClientConfig:
     engine: str
     ssh: SSHSettings
     connect_timeout: float
+    reconnect: bool
+    reconnect_delay: float
+    reconnect_max_delay: float
+    session_wait: float
 
     @classmethod
     def from_options(cls, opts: ConnectOptions) -> ClientConfig:
@@ -157,6 +199,12 @@ class ClientConfig:
 
         engine = _engine(opts.engine)
         ssh = _ssh_settings(opts, engine)
+        if not opts.reconnect_delay > 0:
+            raise ConfigError("--reconnect-delay must be more than 0 seconds")
+        if not opts.reconnect_max_delay >= opts.reconnect_delay:
+            raise ConfigError("--reconnect-max-delay must be at least --reconnect-delay")
+        if not opts.session_wait >= 0:
+            raise ConfigError("--session-wait must not be negative")
         try:
             target = parse_target(opts.target)
         except RemoteProtocolError as e:
@@ -211,4 +259,8 @@ class ClientConfig:
             engine=engine,
             ssh=ssh,
             connect_timeout=opts.connect_timeout,
+            reconnect=opts.reconnect,
+            reconnect_delay=float(opts.reconnect_delay),
+            reconnect_max_delay=float(opts.reconnect_max_delay),
+            session_wait=float(opts.session_wait),
         )

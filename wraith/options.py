@@ -23,6 +23,13 @@ DEFAULT_CONNECT_TIMEOUT = 15.0
 DEFAULT_KEEPALIVE_INTERVAL = 15.0
 #: Keepalives left unanswered before the peer counts as dead.
 DEFAULT_KEEPALIVE_COUNT = 3
+#: First reconnect delay ceiling and the cap, seconds (full jitter below each).
+DEFAULT_RECONNECT_DELAY = 1.0
+DEFAULT_RECONNECT_MAX_DELAY = 30.0
+#: Seconds a new SOCKS or -L connection waits for a session that is reconnecting.
+DEFAULT_SESSION_WAIT = 10.0
+#: Seconds open channels get to finish on SIGINT/SIGTERM before the disconnect.
+DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 DEFAULT_LISTEN = "tcp://127.0.0.1:2222"
 DEFAULT_SOCKS = "127.0.0.1:1080"
 
@@ -41,6 +48,11 @@ class ServeOptions:
     cert_authority: Sequence[KeySource] = ()
     #: Let ``-R`` forwards bind non-loopback addresses.
     allow_remote_bind: bool = False
+    #: Destination patterns a tunnel may reach (``10.0.0.0/8``, ``*.internal:443``,
+    #: ``[2001:db8::/32]:1-1023``); if any is given, every destination must match one.
+    allow_dest: Sequence[str] = ()
+    #: Destination patterns no tunnel may reach; deny wins over allow.
+    deny_dest: Sequence[str] = ()
     #: Where the host key lives; ``None`` means ``$WRAITH_STATE_DIR`` or the XDG state dir.
     state_dir: str | os.PathLike[str] | None = None
     #: SSH engine: ``sansio`` (Wraith's own, the default) or ``paramiko``.
@@ -50,8 +62,18 @@ class ServeOptions:
     #: Keepalive after this many seconds of silence; dead after ``keepalive_count`` more.
     keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL
     keepalive_count: int = DEFAULT_KEEPALIVE_COUNT
+    #: On SIGINT/SIGTERM (CLI) or ``shutdown()``: seconds open tunnels get to finish.
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     auth_timeout: float = DEFAULT_AUTH_TIMEOUT
     dial_timeout: float = DEFAULT_DIAL_TIMEOUT
+    #: Ban a source after this many failed authentications within ``ban_window``
+    #: seconds, for ``ban_time`` seconds (0 turns bans off).
+    ban_after: int = 5
+    ban_window: float = 600.0
+    ban_time: float = 900.0
+    #: Connections not authenticated yet, per source (IPv4 address or IPv6 /64) and in all.
+    max_unauth_per_source: int = 10
+    max_unauth: int = 256
 
 
 @dataclass(kw_only=True)
@@ -88,3 +110,11 @@ class ConnectOptions:
     keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL
     keepalive_count: int = DEFAULT_KEEPALIVE_COUNT
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    #: Reconnect after a lost session (listeners stay open meanwhile).
+    reconnect: bool = True
+    reconnect_delay: float = DEFAULT_RECONNECT_DELAY
+    reconnect_max_delay: float = DEFAULT_RECONNECT_MAX_DELAY
+    #: How long a new local connection waits for the session while it is down.
+    session_wait: float = DEFAULT_SESSION_WAIT
+    #: On SIGINT/SIGTERM (CLI) or ``shutdown()``: seconds open tunnels get to finish.
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT

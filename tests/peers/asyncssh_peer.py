@@ -13,7 +13,7 @@ one line each, what the test waits for:
 ``kex N``
     the N-th key exchange of the process completed (1 is the initial one)
 ``closed``
-    the client's connection ended
+    a connection ended
 
 asyncssh starts a re-exchange after every ``--rekey-bytes`` it sends.
 """
@@ -91,6 +91,9 @@ class Server(asyncssh.SSHServer):
 
     def auth_completed(self) -> None:
         report_ciphers(self._conn)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        say("closed")
 
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int

@@ -32,6 +32,7 @@ import threading
 from collections.abc import Callable
 
 import paramiko
+from paramiko.common import MSG_CHANNEL_CLOSE
 from paramiko.packet import Packetizer
 
 BUF = 64 * 1024
@@ -48,13 +49,12 @@ class KexCounter(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.count = 0
-        self.lock = threading.Lock()
 
     def emit(self, record: logging.LogRecord) -> None:
+        # (Handler.handle() holds the handler's lock around emit.)
         if record.getMessage().startswith("Switch to new keys"):
-            with self.lock:
-                self.count += 1
-                say(f"kex {self.count}")
+            self.count += 1
+            say(f"kex {self.count}")
 
 
 def setup_logging() -> None:
@@ -63,8 +63,32 @@ def setup_logging() -> None:
     logger.propagate = False
     logger.addHandler(KexCounter())
     stderr = logging.StreamHandler(sys.stderr)
-    stderr.setLevel(logging.DEBUG)
+    stderr.setLevel(logging.INFO)
     logger.addHandler(stderr)
+
+
+def work_around_paramiko_822() -> None:
+    """Keep paramiko's transport thread from deadlocking on a CLOSE during its own rekey.
+
+    paramiko issue #822 (open since 2016): when paramiko has sent KEXINIT and a
+    CHANNEL_CLOSE the peer sent before seeing it arrives, the transport thread
+    answers CLOSE with ``_send_user_message``, which waits for the end of the
+    key exchange -- which only that same thread can bring about.  It waits 30 s,
+    raises "Key-exchange timed out waiting for key negotiation" and drops the
+    connection.  The peer did nothing wrong, so answer from a helper thread
+    instead: the CLOSE then goes out after NEWKEYS, as RFC 4253 7.1 wants.
+    """
+    original = paramiko.Channel._handle_close
+
+    def handle_close(self: paramiko.Channel, m: paramiko.Message) -> None:
+        transport = self.transport
+        if threading.current_thread() is transport and not transport.clear_to_send.is_set():
+            threading.Thread(target=original, args=(self, m), daemon=True).start()
+        else:
+            original(self, m)
+
+    # The transport dispatches from a table of functions, not through the class.
+    paramiko.Transport._channel_handler_table[MSG_CHANNEL_CLOSE] = handle_close
 
 
 def configure(transport: paramiko.Transport, cipher: str) -> None:
@@ -275,6 +299,7 @@ def main() -> None:
     args = parser.parse_args()
     Packetizer.REKEY_BYTES = args.rekey_bytes
     Packetizer.REKEY_PACKETS = args.rekey_packets
+    work_around_paramiko_822()
     setup_logging()
     (run_client if args.role == "client" else run_server)(args)
 

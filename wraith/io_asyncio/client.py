@@ -1,4 +1,4 @@
-"""``connect()`` on asyncio: one SSH session, ``open_stream()``, SOCKS5, ``-L`` and ``-R``.
+"""``connect()`` on asyncio: an SSH session kept up, ``open_stream()``, SOCKS5, ``-L``, ``-R``.
 
 The twin of :mod:`wraith.io_trio.client`; see there for the theory of operation.
 ``open_stream()`` returns the standard ``(StreamReader, StreamWriter)`` pair.
@@ -19,10 +19,12 @@ from ..errors import ConnectError
 from ..options import ConnectOptions
 from ..proto import forwards as fw
 from ..proto import socks5, tunnel
+from ..reconnect import Reconnector
 from ..ssh import engine as e
 from ..ssh import sansio_engine
-from ..ssh.forwarding import forwarded_destination, register_remote
+from ..ssh.forwarding import forwarded_destination, register_remote, retry_remote
 from ..ssh.paramiko_engine import ParamikoClientSession
+from .drain import Drain, wait_for_stop
 from .pump import pump
 from .server import DialError, dial, tcp_connect
 from .streams import open_channel_streams, reset, splice
@@ -87,40 +89,110 @@ async def _establish(cfg: ClientConfig) -> tuple[e.ClientSession, asyncio.Task[N
 class Client:
     """A connected Wraith client (asyncio)."""
 
-    def __init__(self, cfg: ClientConfig, session: e.ClientSession) -> None:
+    def __init__(
+        self, cfg: ClientConfig, session: e.ClientSession, pumping: asyncio.Task[None] | None
+    ) -> None:
         self.config = cfg
-        self.session = session
+        #: The current session; None while reconnecting.
+        self.session: e.ClientSession | None = session
         self.forwards: fw.ForwardRegistry = cfg.registry
         self.socks_addresses: list[tuple[str, int]] = []
         self.local_addresses: list[tuple[str, int]] = []
         self.closed_reason: str | None = None
+        self._fingerprint = session.server_fingerprint
+        self._up = asyncio.Event()
+        self._up.set()
         self._closed = asyncio.Event()
+        self._fatal: BaseException | None = None
+        self._keeper = Reconnector(cfg)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._servers: list[asyncio.Server] = []
+        self._pumps: list[asyncio.Task[None]] = [pumping] if pumping is not None else []
+        #: Tunnels through the local listeners and -R, for a graceful shutdown.
+        self.drain = Drain()
+        self.stopping = False
 
     @property
     def server_fingerprint(self) -> str:
-        return self.session.server_fingerprint
+        return self._fingerprint
+
+    @property
+    def connected(self) -> bool:
+        """True while an SSH session is up (False while reconnecting)."""
+        return self.session is not None and self.session.active
 
     async def open_stream(self, host: str, port: int) -> Streams:
         """A ``(StreamReader, StreamWriter)`` to ``host:port``, dialled by the server.
 
         Raises :class:`wraith.ssh.engine.ChannelOpenFailed` if the server refuses
-        or cannot reach it, :class:`wraith.ssh.engine.SessionClosed` if the
-        session is gone.
+        or cannot reach it, :class:`wraith.ssh.engine.SessionClosed` if there is
+        no session (after waiting up to ``session_wait`` for a reconnect).
         """
         channel = await self._open(host, port, ("127.0.0.1", 0))
         return await open_channel_streams(channel)
 
     async def wait_closed(self) -> str:
-        """Wait until the SSH session ends; return why."""
+        """Wait until the client stops for good; return why (see the trio twin)."""
         await self._closed.wait()
+        if self._fatal is not None:
+            raise self._fatal
         return self.closed_reason or "closed"
 
+    async def shutdown(self, timeout: float) -> None:
+        """Stop accepting, let open tunnels finish for up to ``timeout`` s, then disconnect."""
+        self.stopping = True
+        self._keeper.enabled = False
+        for server in self._servers:
+            server.close()
+        session = self.session
+        if session is not None and session.active:
+            for entry in self.forwards.entries():
+                f = entry.forward
+                if isinstance(f, fw.RemoteForward) and entry.bound_port is not None:
+                    # The server stops listening for us; no reply needed.
+                    session.cancel_forward(fw.remote_bind_address(f.bind_host), entry.bound_port)
+        if self.drain.active:
+            log.info(
+                "shutting down: waiting up to %gs for %d open connection(s)",
+                timeout,
+                self.drain.active,
+            )
+            if not await self.drain.wait_idle(timeout):
+                log.warning("shutdown timeout: cutting %d connection(s)", self.drain.active)
+        if session is not None:
+            session.close("client shutting down")
+
+    async def run_until_stopped(self, shutdown_timeout: float) -> str | None:
+        """Serve until SIGINT/SIGTERM (then shut down gracefully and return None)
+        or until the client stops for good (return why, or raise a fatal error)."""
+        stop = asyncio.ensure_future(wait_for_stop())
+        closed = asyncio.ensure_future(self.wait_closed())
+        try:
+            await asyncio.wait({stop, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (stop, closed):
+                task.cancel()
+        if stop.done() and not stop.cancelled() and stop.exception() is None:
+            log.info("%s: shutting down", stop.result())
+            await self.shutdown(shutdown_timeout)
+            return None
+        return closed.result()
+
+    async def _session(self) -> e.ClientSession:
+        """The live session, waiting up to ``session_wait`` while reconnecting."""
+        session = self.session
+        if session is None or not session.active:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.session_wait):
+                    await self._up.wait()
+            session = self.session
+            if session is None or not session.active:
+                raise e.SessionClosed(self.closed_reason or "SSH session is down (reconnecting)")
+        return session
+
     async def _open(self, host: str, port: int, origin: tuple[str, int]) -> e.Channel:
-        if not self.session.active:
-            raise e.SessionClosed(self.closed_reason or "session closed")
-        pending = self.session.open_direct_tcpip(host, port, origin[0], origin[1])
+        session = await self._session()
+        pending = session.open_direct_tcpip(host, port, origin[0], origin[1])
         return await wait_pending(pending)
 
     def _spawn(self, coro: Awaitable[None], what: str = "task") -> None:
@@ -134,27 +206,76 @@ class Client:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    # -- session events ---------------------------------------------------------
+    # -- the session's life -----------------------------------------------------
 
-    async def _events(self) -> None:
-        notifier = Notifier()
-        self.session.set_waker(notifier.wake)
+    async def _keep(self) -> None:
+        """Run sessions one after another until the client stops."""
+        loop = asyncio.get_running_loop()
         try:
             while True:
-                ev = await notifier.poll(self.session.next_event)
-                if isinstance(ev, e.Closed):
-                    self.closed_reason = ev.reason
-                    log.warning("SSH session closed: %s", ev.reason)
-                    break
-                if isinstance(ev, e.ForwardedConnection):
-                    self._spawn(self._forwarded(ev), "forwarded connection")
+                session = self.session
+                assert session is not None
+                self._spawn(retry_remote(session, self.forwards, wait_pending, asyncio.sleep))
+                reason = await self._events(session)
+                self.session = None
+                self._up = asyncio.Event()
+                self.forwards.session_lost()
+                if self.stopping:
+                    self.closed_reason = reason
+                    return
+                if not self._keeper.lost(reason, loop.time()):
+                    self.closed_reason = reason
+                    return
+                new = await self._reconnect()
+                if new is None:
+                    return
+                self.session = new
+                self._up.set()
+                await register_remote(new, self.forwards, wait_pending)
         finally:
-            self.session.set_waker(None)
             self._closed.set()
+
+    async def _reconnect(self) -> e.ClientSession | None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._keeper.next_delay())
+            try:
+                session, pumping = await _establish(self.config)
+            except Exception as exc:
+                if self._keeper.failed(exc):
+                    self._fatal = exc
+                    return None
+                continue
+            self._pumps = [p for p in self._pumps if not p.done()]
+            if pumping is not None:
+                self._pumps.append(pumping)
+            self._keeper.connected(session.server_fingerprint, loop.time())
+            return session
+
+    async def _events(self, session: e.ClientSession) -> str:
+        """Serve one session's events; return why it ended."""
+        notifier = Notifier()
+        session.set_waker(notifier.wake)
+        try:
+            while True:
+                ev = await notifier.poll(session.next_event)
+                if isinstance(ev, e.Closed):
+                    return ev.reason
+                if isinstance(ev, e.ForwardedConnection):
+                    self._spawn(self._tracked_forward(ev), "forwarded connection")
+        finally:
+            session.set_waker(None)
+
+    async def _tracked_forward(self, ev: e.ForwardedConnection) -> None:
+        with self.drain.track():
+            await self._forwarded(ev)
 
     async def _forwarded(self, ev: e.ForwardedConnection) -> None:
         dest = forwarded_destination(self.forwards, ev)
         if dest is None:
+            return
+        if self.stopping:
+            ev.channel.close()
             return
         try:
             local = await dial(dest.dest_host, dest.dest_port, 10.0)
@@ -164,9 +285,6 @@ class Client:
             return
         await splice(local, await open_channel_streams(ev.channel))
 
-    async def _register_remote(self) -> None:
-        await register_remote(self.session, self.forwards, wait_pending)
-
     # -- local listeners --------------------------------------------------------
 
     async def _listen(
@@ -174,7 +292,8 @@ class Client:
     ) -> list[tuple[str, int]]:
         async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             self._track()
-            await guarded("local connection", handler((reader, writer)))
+            with self.drain.track():
+                await guarded("local connection", handler((reader, writer)))
 
         try:
             server = await asyncio.start_server(
@@ -217,6 +336,10 @@ class Client:
             channel = await self._open(request.host, request.port, (origin[0], origin[1]))
         except e.ChannelOpenFailed as exc:
             machine.reply(tunnel.socks_reply_for_open_failure(exc.code, exc.description))
+            await _flush_and_close(writer, machine.data_to_send())
+            return
+        except e.SessionClosed:
+            machine.reply(socks5.Reply.NETWORK_UNREACHABLE)  # no tunnel right now
             await _flush_and_close(writer, machine.data_to_send())
             return
         except e.EngineError:
@@ -268,9 +391,10 @@ async def connect(opts: ConnectOptions) -> AsyncIterator[Client]:
     """Connect to a Wraith (or OpenSSH) server; the session lasts for the block."""
     cfg = ClientConfig.from_options(opts)
     session, pumping = await _establish(cfg)
-    client = Client(cfg, session)
+    client = Client(cfg, session, pumping)
+    client._keeper.connected(session.server_fingerprint, asyncio.get_running_loop().time())
+    keeper: asyncio.Task[None] | None = None
     try:
-        client._spawn(client._events())
         for s in cfg.socks:
             client.socks_addresses += await client._listen(
                 s.bind_host, s.forward.bind_port, "SOCKS", client._socks
@@ -283,12 +407,18 @@ async def connect(opts: ConnectOptions) -> AsyncIterator[Client]:
             client.local_addresses += await client._listen(
                 fw.effective_bind_host(lf.bind_host), lf.bind_port, "-L", handler
             )
-        await client._register_remote()
+        await register_remote(session, client.forwards, wait_pending)
+        keeper = asyncio.ensure_future(client._keep())
         yield client
     finally:
-        session.close()
+        if keeper is not None:
+            keeper.cancel()
+            with contextlib.suppress(BaseException):
+                await keeper
+        if client.session is not None:
+            client.session.close()
         await client._shutdown()
-        if pumping is not None:
+        for pumping in client._pumps:
             # Let the pump flush our DISCONNECT, but not forever.
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 async with asyncio.timeout(2):

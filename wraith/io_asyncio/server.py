@@ -9,18 +9,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
+import threading
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import ConfigError, ServerConfig
+from ..gate import Gate
 from ..options import ServeOptions
 from ..proto import names, tunnel
 from ..ssh import engine as e
 from ..ssh.engine import ByteSession
 from ..ssh.engines import server_engine
+from .drain import Drain, wait_for_stop
 from .pump import pump
 from .streams import open_channel_streams, reset, splice
 from .wake import Notifier, guarded, wait_pending
@@ -34,6 +38,48 @@ class Server:
 
     addresses: list[tuple[str, int]]
     config: ServerConfig
+    #: Bans and pre-auth caps.
+    gate: Gate = field(default_factory=Gate)
+    #: Open tunnels, for a graceful shutdown.
+    drain: Drain = field(default_factory=Drain)
+    #: True once a shutdown began: no new sessions, channels or -R connections.
+    draining: bool = False
+    _sessions: set[_Session] = field(default_factory=set)
+    _acceptors: list[asyncio.Task[None]] = field(default_factory=list)
+    _listeners: list[socket.socket] = field(default_factory=list)
+    _handlers: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def shutdown(self, timeout: float) -> None:
+        """Stop accepting, let open tunnels finish for up to ``timeout`` s, then
+        disconnect every session (SSH DISCONNECT "server shutting down")."""
+        self.draining = True
+        for task in self._acceptors:
+            task.cancel()
+        for sock in self._listeners:
+            sock.close()
+        for sess in list(self._sessions):
+            sess.stop_forwards()
+        if self.drain.active:
+            log.info(
+                "shutting down: waiting up to %gs for %d open tunnel(s)",
+                timeout,
+                self.drain.active,
+            )
+            if not await self.drain.wait_idle(timeout):
+                log.warning("shutdown timeout: cutting %d tunnel(s)", self.drain.active)
+        else:
+            log.info("shutting down")
+        for sess in list(self._sessions):
+            sess.session.close("server shutting down")
+        if self._handlers:
+            # Each session flushes its DISCONNECT.
+            await asyncio.wait(set(self._handlers), timeout=3)
+
+    async def run_until_stopped(self, shutdown_timeout: float) -> None:
+        """Serve until SIGINT/SIGTERM, then shut down gracefully."""
+        name = await wait_for_stop()
+        log.info("%s received", name)
+        await self.shutdown(shutdown_timeout)
 
 
 async def tcp_connect(host: str, port: int) -> socket.socket:
@@ -98,12 +144,26 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 class _Session:
-    def __init__(self, session: e.ServerSession, peer: tuple[str, int], opts: ServeOptions):
+    def __init__(
+        self, session: e.ServerSession, peer: tuple[str, int], server: Server, opts: ServeOptions
+    ):
         self.session = session
         self.peer = peer
+        self.server = server
         self.opts = opts
         self.tasks: set[asyncio.Task[Any]] = set()
         self.forwards: dict[tuple[str, int], asyncio.Server] = {}
+        self._counted = True  # in the gate's unauthenticated count until released
+
+    def _release(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.server.gate.release(self.peer)
+
+    def stop_forwards(self) -> None:
+        """Close this session's -R listeners (a shutdown began)."""
+        for srv in self.forwards.values():
+            srv.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(guarded(what, coro))
@@ -116,6 +176,7 @@ class _Session:
         reason = "closed"
         loop = asyncio.get_running_loop()
         deadline: float | None = loop.time() + self.opts.auth_timeout
+        self.server._sessions.add(self)
         try:
             while True:
                 event = notifier.event()
@@ -138,6 +199,8 @@ class _Session:
                     break
                 self._dispatch(ev)
         finally:
+            self.server._sessions.discard(self)
+            self._release()
             self.session.set_waker(None)
             self.session.close()
             for server in self.forwards.values():
@@ -155,14 +218,26 @@ class _Session:
     def _dispatch(self, ev: e.ServerEvent) -> None:
         if isinstance(ev, e.Authenticated):
             log.debug("session authenticated src=%s port=%d", *self.peer)
+            self._release()
+        elif isinstance(ev, e.AuthFailure):
+            loop = asyncio.get_running_loop()
+            if self.server.gate.auth_failed(self.peer, loop.time()):
+                self.session.close("too many failed authentications")
         elif isinstance(ev, e.DirectTcpipRequested):
-            self._spawn(self._direct(ev), "tunnel")
+            if self.server.draining:
+                ev.reject(e.OpenFailure.ADMINISTRATIVELY_PROHIBITED, "server shutting down")
+                return
+            self._spawn(self._tracked_direct(ev), "tunnel")
         elif isinstance(ev, e.ForwardListening):
             self._spawn(self._forward_listener(ev), "forward listener")
         elif isinstance(ev, e.ForwardCancelled):
             server = self.forwards.pop((ev.bind_host, ev.bind_port), None)
             if server is not None:
                 server.close()
+
+    async def _tracked_direct(self, ev: e.DirectTcpipRequested) -> None:
+        with self.server.drain.track():
+            await self._direct(ev)
 
     async def _direct(self, ev: e.DirectTcpipRequested) -> None:
         try:
@@ -174,6 +249,10 @@ class _Session:
         if names.is_link_local_or_metadata(str(peer[0])):
             reset(local[1])  # a name that resolved to a metadata address
             ev.reject(e.OpenFailure.ADMINISTRATIVELY_PROHIBITED, tunnel.LINK_LOCAL_DENIED)
+            return
+        if not ev.allows_address(str(peer[0])):
+            reset(local[1])  # --allow-dest / --deny-dest, on the address reached
+            ev.reject(e.OpenFailure.ADMINISTRATIVELY_PROHIBITED, tunnel.NOT_PERMITTED)
             return
         try:
             channel = ev.accept()
@@ -188,7 +267,11 @@ class _Session:
             assert task is not None
             self.tasks.add(task)
             try:
-                await guarded("forwarded connection", self._forwarded(ev, reader, writer))
+                if self.server.draining:
+                    reset(writer)
+                    return
+                with self.server.drain.track():
+                    await guarded("forwarded connection", self._forwarded(ev, reader, writer))
             finally:
                 self.tasks.discard(task)
 
@@ -208,6 +291,17 @@ class _Session:
         await splice((reader, writer), await open_channel_streams(channel))
 
 
+def _reload_on_sighup(loop: asyncio.AbstractEventLoop, config: ServerConfig) -> bool:
+    """Reload authorized_keys on SIGHUP.  True if the handler is set (main thread only)."""
+    if not hasattr(signal, "SIGHUP") or threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        loop.add_signal_handler(signal.SIGHUP, config.policy.reload)
+    except (NotImplementedError, RuntimeError, ValueError):
+        return False
+    return True
+
+
 @asynccontextmanager
 async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
     """Run a Wraith server until the ``async with`` block exits."""
@@ -220,6 +314,7 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
         config.policy,
         allow_remote_bind=opts.allow_remote_bind,
         settings=config.ssh,
+        dest_policy=config.dest_policy,
     )
     listeners: list[socket.socket] = []
     for target in config.listen:
@@ -230,12 +325,12 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
                 sock.close()
             raise ConfigError(f"cannot listen on {target.url()}: {exc.strerror or exc}") from None
     addresses = [(str(s.getsockname()[0]), int(s.getsockname()[1])) for s in listeners]
-    server = Server(addresses=addresses, config=config)
+    server = Server(addresses=addresses, config=config, gate=Gate(config.gate))
+    server._listeners = listeners
     loop = asyncio.get_running_loop()
-    sessions: set[asyncio.Task[None]] = set()
+    sessions = server._handlers
 
-    async def handle(raw: socket.socket, addr: tuple[str, int]) -> None:
-        peer = (str(addr[0]), int(addr[1]))
+    async def handle(raw: socket.socket, peer: tuple[str, int]) -> None:
         log.info("connection from src=%s port=%d", *peer)
         if engine.pumped:
             session = engine.accept(None, peer)
@@ -243,7 +338,7 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
             reader, writer = await asyncio.open_connection(sock=raw, limit=1024 * 1024)
             pumping = asyncio.ensure_future(pump(reader, writer, session))
             try:
-                await _Session(session, peer, opts).run()
+                await _Session(session, peer, server, opts).run()
                 # Let the pump flush the DISCONNECT, but not forever.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(2):
@@ -258,8 +353,9 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
         except Exception as exc:
             log.warning("session set-up failed src=%s port=%d: %s", *peer, exc)
             raw.close()
+            server.gate.release(peer)
             return
-        await _Session(session, peer, opts).run()
+        await _Session(session, peer, server, opts).run()
 
     async def accept_loop(listener: socket.socket) -> None:
         while True:
@@ -269,14 +365,22 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
                 log.warning("accept failed: %s", exc)
                 await asyncio.sleep(0.1)
                 continue
-            task = asyncio.ensure_future(guarded("session", handle(raw, addr)))
+            peer = (str(addr[0]), int(addr[1]))
+            if not server.gate.admit(peer, loop.time()):
+                raw.close()  # banned or over the pre-auth caps: before any banner
+                continue
+            task = asyncio.ensure_future(guarded("session", handle(raw, peer)))
             sessions.add(task)
             task.add_done_callback(sessions.discard)
 
     acceptors = [asyncio.ensure_future(accept_loop(sock)) for sock in listeners]
+    server._acceptors = acceptors
+    sighup = _reload_on_sighup(loop, config)
     try:
         yield server
     finally:
+        if sighup:
+            loop.remove_signal_handler(signal.SIGHUP)
         for task in acceptors:
             task.cancel()
         for sock in listeners:

@@ -1,9 +1,13 @@
-"""``connect()`` on trio: one SSH session, ``open_stream()``, SOCKS5, ``-L`` and ``-R``.
+"""``connect()`` on trio: an SSH session kept up, ``open_stream()``, SOCKS5, ``-L`` and ``-R``.
 
 The library's :class:`Client` gives streams and opens no local port unless the
 options ask for one; ``wraith connect`` is the CLI that fills those options.
 SOCKS requests are parsed by :class:`wraith.proto.socks5.SocksServer`; each one
 opens its channel in its own task, so a slow destination delays only itself.
+
+When the session is lost the client reconnects (see :mod:`wraith.reconnect`):
+local listeners stay open, new connections wait up to ``session_wait`` for the
+session to return, and every ``-R`` is registered again on the new session.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ from ..errors import ConnectError
 from ..options import ConnectOptions
 from ..proto import forwards as fw
 from ..proto import socks5, tunnel
+from ..reconnect import Reconnector
 from ..ssh import engine as e
 from ..ssh import sansio_engine
-from ..ssh.forwarding import forwarded_destination, register_remote
+from ..ssh.forwarding import forwarded_destination, register_remote, retry_remote
 from ..ssh.paramiko_engine import ParamikoClientSession
+from .drain import Drain, wait_for_stop
 from .pump import pump
 from .streams import ChannelStream, reset, splice
 from .wake import Notifier, guarded, single_errors, wait_pending
@@ -95,59 +101,182 @@ class Client:
 
     def __init__(self, cfg: ClientConfig, session: e.ClientSession) -> None:
         self.config = cfg
-        self.session = session
+        #: The current session; None while reconnecting.
+        self.session: e.ClientSession | None = session
         self.forwards: fw.ForwardRegistry = cfg.registry
         self.socks_addresses: list[tuple[str, int]] = []
         self.local_addresses: list[tuple[str, int]] = []
         self.closed_reason: str | None = None
+        self._fingerprint = session.server_fingerprint
+        self._up = trio.Event()
+        self._up.set()
         self._closed = trio.Event()
+        self._fatal: BaseException | None = None
+        self._keeper = Reconnector(cfg)
+        #: Tunnels through the local listeners and -R, for a graceful shutdown.
+        self.drain = Drain()
+        self.stopping = False
+        self._accepting: list[trio.CancelScope] = []
 
     @property
     def server_fingerprint(self) -> str:
-        return self.session.server_fingerprint
+        return self._fingerprint
+
+    @property
+    def connected(self) -> bool:
+        """True while an SSH session is up (False while reconnecting)."""
+        return self.session is not None and self.session.active
 
     async def open_stream(self, host: str, port: int) -> ChannelStream:
         """A ``trio.abc.HalfCloseableStream`` to ``host:port``, dialled by the server.
 
         Raises :class:`wraith.ssh.engine.ChannelOpenFailed` if the server refuses
-        or cannot reach it, :class:`wraith.ssh.engine.SessionClosed` if the
-        session is gone.
+        or cannot reach it, :class:`wraith.ssh.engine.SessionClosed` if there is
+        no session (after waiting up to ``session_wait`` for a reconnect).
         """
         channel = await self._open(host, port, ("127.0.0.1", 0))
         return ChannelStream(channel)
 
     async def wait_closed(self) -> str:
-        """Wait until the SSH session ends; return why."""
+        """Wait until the client stops for good; return why.
+
+        With reconnection on, that is only a host key that stopped matching
+        (raised as :class:`~wraith.ssh.known_hosts.HostKeyError`); without it,
+        the first lost session.
+        """
         await self._closed.wait()
+        if self._fatal is not None:
+            raise self._fatal
         return self.closed_reason or "closed"
 
+    async def shutdown(self, timeout: float) -> None:
+        """Stop accepting, let open tunnels finish for up to ``timeout`` s, then disconnect."""
+        self.stopping = True
+        self._keeper.enabled = False
+        for scope in self._accepting:
+            scope.cancel()
+        session = self.session
+        if session is not None and session.active:
+            for entry in self.forwards.entries():
+                f = entry.forward
+                if isinstance(f, fw.RemoteForward) and entry.bound_port is not None:
+                    # The server stops listening for us; no reply needed.
+                    session.cancel_forward(fw.remote_bind_address(f.bind_host), entry.bound_port)
+        if self.drain.active:
+            log.info(
+                "shutting down: waiting up to %gs for %d open connection(s)",
+                timeout,
+                self.drain.active,
+            )
+            if not await self.drain.wait_idle(timeout):
+                log.warning("shutdown timeout: cutting %d connection(s)", self.drain.active)
+        if session is not None:
+            session.close("client shutting down")
+
+    async def run_until_stopped(self, shutdown_timeout: float) -> str | None:
+        """Serve until SIGINT/SIGTERM (then shut down gracefully and return None)
+        or until the client stops for good (return why, or raise a fatal error)."""
+        outcome: list[str | None] = []
+        async with trio.open_nursery() as nursery:
+
+            async def stop() -> None:
+                name = await wait_for_stop()
+                log.info("%s: shutting down", name)
+                outcome.append(None)
+                nursery.cancel_scope.cancel()
+
+            async def closed() -> None:
+                outcome.append(await self.wait_closed())
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(stop)
+            nursery.start_soon(closed)
+        if outcome and outcome[0] is None:
+            await self.shutdown(shutdown_timeout)
+            return None
+        return outcome[0] if outcome else "closed"
+
+    async def _session(self) -> e.ClientSession:
+        """The live session, waiting up to ``session_wait`` while reconnecting."""
+        session = self.session
+        if session is None or not session.active:
+            with trio.move_on_after(self.config.session_wait):
+                await self._up.wait()
+            session = self.session
+            if session is None or not session.active:
+                raise e.SessionClosed(self.closed_reason or "SSH session is down (reconnecting)")
+        return session
+
     async def _open(self, host: str, port: int, origin: tuple[str, int]) -> e.Channel:
-        if not self.session.active:
-            raise e.SessionClosed(self.closed_reason or "session closed")
-        pending = self.session.open_direct_tcpip(host, port, origin[0], origin[1])
+        session = await self._session()
+        pending = session.open_direct_tcpip(host, port, origin[0], origin[1])
         return await wait_pending(pending)
 
-    # -- session events ---------------------------------------------------------
+    # -- the session's life -----------------------------------------------------
 
-    async def _events(self, nursery: trio.Nursery) -> None:
-        notifier = Notifier()
-        self.session.set_waker(notifier.wake)
+    async def _keep(self, outer: trio.Nursery, nursery: trio.Nursery) -> None:
+        """Run sessions one after another until the client stops."""
         try:
             while True:
-                ev = await notifier.poll(self.session.next_event)
-                if isinstance(ev, e.Closed):
-                    self.closed_reason = ev.reason
-                    log.warning("SSH session closed: %s", ev.reason)
-                    break
-                if isinstance(ev, e.ForwardedConnection):
-                    nursery.start_soon(guarded, "forwarded connection", self._forwarded, ev)
+                session = self.session
+                assert session is not None
+                nursery.start_soon(retry_remote, session, self.forwards, wait_pending, trio.sleep)
+                reason = await self._events(session, nursery)
+                self.session = None
+                self._up = trio.Event()
+                self.forwards.session_lost()
+                if self.stopping:
+                    self.closed_reason = reason
+                    return
+                if not self._keeper.lost(reason, trio.current_time()):
+                    self.closed_reason = reason
+                    return
+                new = await self._reconnect(outer)
+                if new is None:
+                    return
+                self.session = new
+                self._up.set()
+                await register_remote(new, self.forwards, wait_pending)
         finally:
-            self.session.set_waker(None)
             self._closed.set()
+
+    async def _reconnect(self, outer: trio.Nursery) -> e.ClientSession | None:
+        while True:
+            await trio.sleep(self._keeper.next_delay())
+            try:
+                session = await _establish(self.config, outer)
+            except Exception as exc:
+                if self._keeper.failed(exc):
+                    self._fatal = exc
+                    return None
+                continue
+            self._keeper.connected(session.server_fingerprint, trio.current_time())
+            return session
+
+    async def _events(self, session: e.ClientSession, nursery: trio.Nursery) -> str:
+        """Serve one session's events; return why it ended."""
+        notifier = Notifier()
+        session.set_waker(notifier.wake)
+        try:
+            while True:
+                ev = await notifier.poll(session.next_event)
+                if isinstance(ev, e.Closed):
+                    return ev.reason
+                if isinstance(ev, e.ForwardedConnection):
+                    nursery.start_soon(guarded, "forwarded connection", self._tracked_forward, ev)
+        finally:
+            session.set_waker(None)
+
+    async def _tracked_forward(self, ev: e.ForwardedConnection) -> None:
+        with self.drain.track():
+            await self._forwarded(ev)
 
     async def _forwarded(self, ev: e.ForwardedConnection) -> None:
         dest = forwarded_destination(self.forwards, ev)
         if dest is None:
+            return
+        if self.stopping:
+            ev.channel.close()
             return
         try:
             stream = await trio.open_tcp_stream(dest.dest_host, dest.dest_port)
@@ -156,9 +285,6 @@ class Client:
             ev.channel.close()
             return
         await splice(stream, ChannelStream(ev.channel))
-
-    async def _register_remote(self) -> None:
-        await register_remote(self.session, self.forwards, wait_pending)
 
     # -- local listeners --------------------------------------------------------
 
@@ -184,19 +310,26 @@ class Client:
         handler: Callable[[trio.SocketStream], Awaitable[None]],
         nursery: trio.Nursery,
     ) -> None:
-        async def accept_loop(listener: trio.SocketListener) -> None:
-            async with listener:
-                while True:
-                    try:
-                        stream = await listener.accept()
-                    except OSError as exc:
-                        log.warning("local accept failed: %s", exc)
-                        await trio.sleep(0.1)
-                        continue
-                    nursery.start_soon(guarded, "local connection", handler, stream)
+        async def tracked(stream: trio.SocketStream) -> None:
+            with self.drain.track():
+                await handler(stream)
+
+        async def accept_loop(listener: trio.SocketListener, scope: trio.CancelScope) -> None:
+            with scope:  # cancelled by shutdown(): the listener closes, tunnels go on
+                async with listener:
+                    while True:
+                        try:
+                            stream = await listener.accept()
+                        except OSError as exc:
+                            log.warning("local accept failed: %s", exc)
+                            await trio.sleep(0.1)
+                            continue
+                        nursery.start_soon(guarded, "local connection", tracked, stream)
 
         for listener in listeners:
-            nursery.start_soon(accept_loop, listener)
+            scope = trio.CancelScope()
+            self._accepting.append(scope)
+            nursery.start_soon(accept_loop, listener, scope)
 
     async def _socks(self, stream: trio.SocketStream) -> None:
         creds = self.config.socks_credentials
@@ -225,6 +358,10 @@ class Client:
             channel = await self._open(request.host, request.port, origin)
         except e.ChannelOpenFailed as exc:
             machine.reply(tunnel.socks_reply_for_open_failure(exc.code, exc.description))
+            await _flush_and_close(stream, machine.data_to_send())
+            return
+        except e.SessionClosed:
+            machine.reply(socks5.Reply.NETWORK_UNREACHABLE)  # no tunnel right now
             await _flush_and_close(stream, machine.data_to_send())
             return
         except e.EngineError:
@@ -286,17 +423,19 @@ async def connect(opts: ConnectOptions) -> AsyncIterator[Client]:
         async with trio.open_nursery() as outer:
             session = await _establish(cfg, outer)
             client = Client(cfg, session)
+            client._keeper.connected(session.server_fingerprint, trio.current_time())
             try:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(client._events, nursery)
                     await client._listen_all(nursery)
-                    await client._register_remote()
+                    await register_remote(session, client.forwards, wait_pending)
+                    nursery.start_soon(client._keep, outer, nursery)
                     try:
                         yield client
                     finally:
                         nursery.cancel_scope.cancel()
             finally:
-                session.close()
+                if client.session is not None:
+                    client.session.close()
                 outer.cancel_scope.deadline = trio.current_time() + 2
 
 

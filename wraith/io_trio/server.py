@@ -11,19 +11,23 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import socket
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
 from ..config import ServerConfig
+from ..gate import Gate
 from ..options import ServeOptions
 from ..proto import names, tunnel
 from ..ssh import engine as e
 from ..ssh.engine import ByteSession
 from ..ssh.engines import server_engine
+from .drain import Drain, wait_for_stop
 from .pump import pump
 from .streams import ChannelStream, reset, splice
 from .wake import Notifier, guarded, single_errors, wait_pending
@@ -37,6 +41,46 @@ class Server:
 
     addresses: list[tuple[str, int]]
     config: ServerConfig
+    #: Bans and pre-auth caps.
+    gate: Gate = field(default_factory=Gate)
+    #: Open tunnels, for a graceful shutdown.
+    drain: Drain = field(default_factory=Drain)
+    #: True once a shutdown began: no new sessions, channels or -R connections.
+    draining: bool = False
+    _sessions: set[_Session] = field(default_factory=set)
+    _accepting: list[trio.CancelScope] = field(default_factory=list)
+    _handlers: int = 0
+    _handlers_done: trio.Event = field(default_factory=trio.Event)
+
+    async def shutdown(self, timeout: float) -> None:
+        """Stop accepting, let open tunnels finish for up to ``timeout`` s, then
+        disconnect every session (SSH DISCONNECT "server shutting down")."""
+        self.draining = True
+        for scope in self._accepting:
+            scope.cancel()
+        for sess in list(self._sessions):
+            sess.stop_forwards()
+        if self.drain.active:
+            log.info(
+                "shutting down: waiting up to %gs for %d open tunnel(s)",
+                timeout,
+                self.drain.active,
+            )
+            if not await self.drain.wait_idle(timeout):
+                log.warning("shutdown timeout: cutting %d tunnel(s)", self.drain.active)
+        else:
+            log.info("shutting down")
+        for sess in list(self._sessions):
+            sess.session.close("server shutting down")
+        if self._handlers:
+            with trio.move_on_after(3):  # each session flushes its DISCONNECT
+                await self._handlers_done.wait()
+
+    async def run_until_stopped(self, shutdown_timeout: float) -> None:
+        """Serve until SIGINT/SIGTERM, then shut down gracefully."""
+        name = await wait_for_stop()
+        log.info("%s received", name)
+        await self.shutdown(shutdown_timeout)
 
 
 def _dial_error(exc: BaseException) -> str:
@@ -67,17 +111,32 @@ async def _bind(target_host: str, port: int) -> trio.socket.SocketType:
 
 
 class _Session:
-    def __init__(self, session: e.ServerSession, peer: tuple[str, int], opts: ServeOptions):
+    def __init__(
+        self, session: e.ServerSession, peer: tuple[str, int], server: Server, opts: ServeOptions
+    ):
         self.session = session
         self.peer = peer
+        self.server = server
         self.opts = opts
         self.forwards: dict[tuple[str, int], trio.CancelScope] = {}
+        self._counted = True  # in the gate's unauthenticated count until released
+
+    def _release(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.server.gate.release(self.peer)
+
+    def stop_forwards(self) -> None:
+        """Close this session's -R listeners (a shutdown began)."""
+        for scope in self.forwards.values():
+            scope.cancel()
 
     async def run(self) -> None:
         notifier = Notifier()
         self.session.set_waker(notifier.wake)
         reason = "closed"
         deadline = trio.current_time() + self.opts.auth_timeout
+        self.server._sessions.add(self)
         try:
             async with trio.open_nursery() as nursery:
                 while True:
@@ -101,6 +160,8 @@ class _Session:
                         break
                     self._dispatch(ev, nursery)
         finally:
+            self.server._sessions.discard(self)
+            self._release()
             self.session.set_waker(None)
             self.session.close()
             if self.session.authenticated:
@@ -111,8 +172,15 @@ class _Session:
     def _dispatch(self, ev: e.ServerEvent, nursery: trio.Nursery) -> None:
         if isinstance(ev, e.Authenticated):
             log.debug("session authenticated src=%s port=%d", *self.peer)
+            self._release()
+        elif isinstance(ev, e.AuthFailure):
+            if self.server.gate.auth_failed(self.peer, trio.current_time()):
+                self.session.close("too many failed authentications")
         elif isinstance(ev, e.DirectTcpipRequested):
-            nursery.start_soon(guarded, "tunnel", self._direct, ev)
+            if self.server.draining:
+                ev.reject(e.OpenFailure.ADMINISTRATIVELY_PROHIBITED, "server shutting down")
+                return
+            nursery.start_soon(guarded, "tunnel", self._tracked_direct, ev)
         elif isinstance(ev, e.ForwardListening):
             scope = trio.CancelScope()
             self.forwards[(ev.bind_host, ev.bind_port)] = scope
@@ -121,6 +189,10 @@ class _Session:
             cancelled = self.forwards.pop((ev.bind_host, ev.bind_port), None)
             if cancelled is not None:
                 cancelled.cancel()
+
+    async def _tracked_direct(self, ev: e.DirectTcpipRequested) -> None:
+        with self.server.drain.track():
+            await self._direct(ev)
 
     async def _direct(self, ev: e.DirectTcpipRequested) -> None:
         try:
@@ -135,6 +207,10 @@ class _Session:
         if names.is_link_local_or_metadata(str(stream.socket.getpeername()[0])):
             await reset(stream)  # a name that resolved to a metadata address
             ev.reject(e.OpenFailure.ADMINISTRATIVELY_PROHIBITED, tunnel.LINK_LOCAL_DENIED)
+            return
+        if not ev.allows_address(str(stream.socket.getpeername()[0])):
+            await reset(stream)  # --allow-dest / --deny-dest, on the address reached
+            ev.reject(e.OpenFailure.ADMINISTRATIVELY_PROHIBITED, tunnel.NOT_PERMITTED)
             return
         try:
             channel = ev.accept()
@@ -152,11 +228,17 @@ class _Session:
                     nursery.start_soon(
                         guarded,
                         "forwarded connection",
-                        self._forwarded,
+                        self._tracked_forwarded,
                         ev,
                         trio.SocketStream(conn),
                         addr,
                     )
+
+    async def _tracked_forwarded(
+        self, ev: e.ForwardListening, stream: trio.SocketStream, addr: tuple[str, int]
+    ) -> None:
+        with self.server.drain.track():
+            await self._forwarded(ev, stream, addr)
 
     async def _forwarded(
         self, ev: e.ForwardListening, stream: trio.SocketStream, addr: tuple[str, int]
@@ -168,6 +250,19 @@ class _Session:
             await reset(stream)
             return
         await splice(stream, ChannelStream(channel))
+
+
+async def _reload_on_sighup(
+    config: ServerConfig, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Reload authorized_keys on each SIGHUP (main thread only; elsewhere, do nothing)."""
+    if not hasattr(signal, "SIGHUP") or threading.current_thread() is not threading.main_thread():
+        task_status.started()
+        return
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        task_status.started()
+        async for _ in signals:
+            config.policy.reload()
 
 
 @asynccontextmanager
@@ -182,6 +277,7 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
         config.policy,
         allow_remote_bind=opts.allow_remote_bind,
         settings=config.ssh,
+        dest_policy=config.dest_policy,
     )
     listeners = []
     try:
@@ -194,10 +290,12 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
 
         raise ConfigError(f"cannot listen on {target.url()}: {exc.strerror or exc}") from None
     addresses = [(str(s.getsockname()[0]), int(s.getsockname()[1])) for s in listeners]
-    server = Server(addresses=addresses, config=config)
+    server = Server(addresses=addresses, config=config, gate=Gate(config.gate))
 
     async def accept_loop(listener: trio.socket.SocketType, nursery: trio.Nursery) -> None:
-        with listener:
+        scope = trio.CancelScope()
+        server._accepting.append(scope)
+        with scope, listener:  # a shutdown cancels the scope: the listener closes
             while True:
                 try:
                     conn, addr = await listener.accept()
@@ -205,17 +303,31 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
                     log.warning("accept failed: %s", exc)
                     await trio.sleep(0.1)
                     continue
-                nursery.start_soon(guarded, "session", handle, conn, addr)
+                peer = (str(addr[0]), int(addr[1]))
+                if not server.gate.admit(peer, trio.current_time()):
+                    conn.close()  # banned or over the pre-auth caps: before any banner
+                    continue
+                nursery.start_soon(guarded, "session", counted, conn, peer)
 
-    async def handle(conn: trio.socket.SocketType, addr: tuple[str, int]) -> None:
-        peer = (str(addr[0]), int(addr[1]))
+    async def counted(conn: trio.socket.SocketType, peer: tuple[str, int]) -> None:
+        if not server._handlers:
+            server._handlers_done = trio.Event()
+        server._handlers += 1
+        try:
+            await handle(conn, peer)
+        finally:
+            server._handlers -= 1
+            if not server._handlers:
+                server._handlers_done.set()
+
+    async def handle(conn: trio.socket.SocketType, peer: tuple[str, int]) -> None:
         log.info("connection from src=%s port=%d", *peer)
         if engine.pumped:
             session = engine.accept(None, peer)
             assert isinstance(session, ByteSession)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(pump, trio.SocketStream(conn), session)
-                await _Session(session, peer, opts).run()
+                await _Session(session, peer, server, opts).run()
                 # Let the pump flush the DISCONNECT, but not forever.
                 nursery.cancel_scope.deadline = trio.current_time() + 2
             return
@@ -225,13 +337,15 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
         except Exception as exc:
             log.warning("session set-up failed src=%s port=%d: %s", *peer, exc)
             raw.close()
+            server.gate.release(peer)
             return
-        await _Session(session, peer, opts).run()
+        await _Session(session, peer, server, opts).run()
 
     with single_errors():
         async with trio.open_nursery() as nursery:
             for listener in listeners:
                 nursery.start_soon(accept_loop, listener, nursery)
+            await nursery.start(_reload_on_sighup, config)
             try:
                 yield server
             finally:

@@ -384,6 +384,7 @@ class _Op(enum.Enum):
     FAILED = enum.auto()
     CANCEL = enum.auto()
     SESSION_LOST = enum.auto()
+    RETRY = enum.auto()
 
 
 _TRANSITIONS: dict[tuple[ForwardState, _Op], ForwardState] = {
@@ -397,6 +398,8 @@ _TRANSITIONS: dict[tuple[ForwardState, _Op], ForwardState] = {
     # Only -R forwards see these two: the server's listeners went with the session.
     (ForwardState.ACTIVE, _Op.SESSION_LOST): ForwardState.REQUESTED,
     (ForwardState.FAILED, _Op.SESSION_LOST): ForwardState.REQUESTED,
+    # A refused -R is asked for again on the same session (its port may free up).
+    (ForwardState.FAILED, _Op.RETRY): ForwardState.REQUESTED,
 }
 
 
@@ -409,6 +412,13 @@ class ForwardEntry:
     state: ForwardState
     bound_port: int | None
     reason: str | None
+    #: For a -R of port 0: the port the server gave it on an earlier session,
+    #: asked for again after a reconnect so that the port stays the same.
+    previous_port: int | None = None
+
+    def port_to_request(self) -> int:
+        """The port to ask the server for on (re-)registration."""
+        return self.forward.bind_port or self.previous_port or 0
 
 
 class ForwardRegistry:
@@ -475,7 +485,11 @@ class ForwardRegistry:
         for entry in list(self._entries.values()):
             key = (entry.state, _Op.SESSION_LOST)
             if isinstance(entry.forward, RemoteForward) and key in _TRANSITIONS:
-                reset.append(self._move(entry, _Op.SESSION_LOST, bound_port=None, reason=None))
+                previous = entry.bound_port or entry.previous_port
+                moved = self._move(entry, _Op.SESSION_LOST, bound_port=None, reason=None)
+                moved = dataclasses.replace(moved, previous_port=previous)
+                self._entries[entry.id] = moved
+                reset.append(moved)
         return reset
 
     def pending_remote(self) -> list[ForwardEntry]:
@@ -504,6 +518,26 @@ class ForwardRegistry:
             ):
                 return entry
         return None
+
+    def retry(self, fid: int) -> None:
+        """Ask for a FAILED -R again (back to REQUESTED)."""
+        entry = self.get(fid)
+        if not isinstance(entry.forward, RemoteForward):
+            raise LocalProtocolError(f"forward {fid} is not a remote forward")
+        self._move(entry, _Op.RETRY, bound_port=None, reason=entry.reason)
+
+    def failed_remote(self) -> list[ForwardEntry]:
+        """-R forwards the server refused on this session, in add order."""
+        return [
+            e
+            for e in self._entries.values()
+            if isinstance(e.forward, RemoteForward) and e.state is ForwardState.FAILED
+        ]
+
+    def forget_previous_port(self, fid: int) -> None:
+        """Stop asking for the earlier port (someone else holds it): take any port."""
+        entry = self.get(fid)
+        self._entries[fid] = dataclasses.replace(entry, previous_port=None)
 
     def _move(
         self, entry: ForwardEntry, op: _Op, *, bound_port: int | None, reason: str | None

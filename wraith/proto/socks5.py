@@ -554,8 +554,7 @@ class SocksClient:
         if len(buf) >= 2 and buf[1] != Reply.SUCCEEDED:
             code = buf[1]
             reply = Reply(code) if code in Reply._value2member_map_ else Reply.GENERAL_FAILURE
-            target = f"{self.request.host}:{self.request.port}"
-            raise SocksError(f"proxy refused CONNECT to {target}: {code} ({reply.name})", reply)
+            raise SocksError(f"proxy refused the CONNECT: {code} ({reply.name})", reply)
         if len(buf) < 4:
             return None
         if buf[3] not in AddressType._value2member_map_:
@@ -577,7 +576,7 @@ def _request_for(host: str, port: int) -> ConnectRequest:
     except ValueError:
         return ConnectRequest(host=host, port=port, address_type=AddressType.DOMAIN)
     if isinstance(addr, ipaddress.IPv6Address) and addr.scope_id is not None:
-        raise LocalProtocolError(f"SOCKS5 cannot carry the IPv6 scope id in {host!r}")
+        raise LocalProtocolError("SOCKS5 cannot carry an IPv6 scope id")
     atyp = AddressType.IPV4 if addr.version == 4 else AddressType.IPV6
     return ConnectRequest(host=str(addr), port=port, address_type=atyp)
 

@@ -96,16 +96,17 @@ def _check_host(
         # Printable ASCII without space: anything else cannot be a host name
         # and would let a peer smuggle NULs or newlines into logs and resolvers.
         if not all("!" <= c <= "~" for c in host):
-            raise error(f"SOCKS5 domain name {host!r} has non-printable or non-ASCII characters")
+            # The name stays out of the message: messages reach logs, names must not.
+            raise error("SOCKS5 domain name has non-printable or non-ASCII characters")
         return
     try:
         addr = ipaddress.ip_address(host)
     except ValueError:
-        raise error(f"{host!r} is not an {address_type.name} address") from None
+        raise error(f"not an {address_type.name} address") from None
     if (address_type is AddressType.IPV4) != (addr.version == 4):
-        raise error(f"{host!r} is not an {address_type.name} address")
+        raise error(f"not an {address_type.name} address")
     if isinstance(addr, ipaddress.IPv6Address) and addr.scope_id is not None:
-        raise error(f"SOCKS5 cannot carry the IPv6 scope id in {host!r}")
+        raise error("SOCKS5 cannot carry an IPv6 scope id")
 
 
 @dataclass(frozen=True, kw_only=True)

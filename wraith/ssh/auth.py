@@ -22,6 +22,10 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import logging
+import os
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import SSHCertificate, SSHCertificateType
 
 from wraith.ssh.authorized_keys import (
+    DEFAULT_AUTHORIZED_KEYS,
     AuthorizedKey,
     KeyOptions,
     load_authorized_keys,
@@ -61,6 +66,12 @@ __all__ = [
 ]
 
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+#: Seconds between looks at the authorized_keys file's mtime, size and inode.
+RELOAD_CHECK_INTERVAL = 2.0
+
+log = logging.getLogger("wraith.ssh")
+
+_FileStamp = tuple[int, int, int, int] | None
 
 
 def _norm_host(host: str) -> str:
@@ -216,6 +227,11 @@ class AuthPolicy:
         self.warnings: list[str] = []
         self._keys: dict[bytes, list[AuthorizedKey]] = {}
         self._cas: dict[bytes, list[AuthorizedKey]] = {}
+        # Set by watch_file(): the authorized_keys file that reload() reads again.
+        self._file: tuple[KeySource | None, str] | None = None
+        self._stamp: _FileStamp = None
+        self._next_check = 0.0
+        self._reload_lock = threading.Lock()
         cas: list[AuthorizedKey] = []
         for ca in cert_authorities:
             if isinstance(ca, Ed25519PublicKey):
@@ -231,14 +247,8 @@ class AuthPolicy:
             else:
                 opts = dataclasses.replace(ca.options, cert_authority=True)
                 cas.append(dataclasses.replace(ca, options=opts))
-        for entry in [*authorized_keys, *cas]:
-            if entry.key_type != ED25519:
-                self.warnings.append(f"{entry.source}: {entry.unusable_reason}; never matches")
-                continue
-            if entry.options.verify_required:
-                self.warnings.append(f"{entry.source}: {entry.unusable_reason}; never matches")
-            table = self._cas if entry.options.cert_authority else self._keys
-            table.setdefault(entry.blob, []).append(entry)
+        self._extra_cas = cas
+        self._keys, self._cas, self.warnings = _tables([*authorized_keys, *cas])
 
     @classmethod
     def from_sources(
@@ -246,11 +256,76 @@ class AuthPolicy:
     ) -> AuthPolicy:
         """Load authorized_keys (``None``: ``~/.ssh/authorized_keys``, missing is empty)
         and each ``--cert-authority`` file.  Raises ValueError subclasses on bad input."""
+        path = _authorized_keys_path(authorized_keys)
+        stamp = _file_stamp(path) if path is not None else None
         keys = load_authorized_keys(authorized_keys)
         cas: list[AuthorizedKey] = []
         for src in cert_authority_files:
             cas.extend(load_cert_authorities(src))
-        return cls(keys, cert_authorities=cas)
+        policy = cls(keys, cert_authorities=cas)
+        if path is not None:
+            policy.watch_file(authorized_keys, path, stamp)
+        return policy
+
+    def watch_file(self, src: KeySource | None, path: str, stamp: _FileStamp = None) -> None:
+        """Reload authorized_keys from ``src`` (read at ``path``) on :meth:`reload`
+        and when :meth:`maybe_reload` sees the file change.  ``stamp`` is the file's
+        state when the current keys were read.  The ``--cert-authority`` keys stay."""
+        self._file = (src, path)
+        self._stamp = stamp
+        self._next_check = time.monotonic() + RELOAD_CHECK_INTERVAL
+
+    def maybe_reload(self, now: float | None = None) -> bool:
+        """Reload authorized_keys if its mtime, size or inode changed since it was read.
+
+        Looks at most every :data:`RELOAD_CHECK_INTERVAL` seconds (``now`` is
+        ``time.monotonic()``), so it is cheap to call before every auth decision.
+        True if new keys were loaded.  Never raises.
+        """
+        if self._file is None:
+            return False
+        now = time.monotonic() if now is None else now
+        if now < self._next_check:
+            return False
+        with self._reload_lock:
+            if now < self._next_check:
+                return False
+            self._next_check = now + RELOAD_CHECK_INTERVAL
+            stamp = _file_stamp(self._file[1])
+            if stamp == self._stamp:
+                return False
+            return self._reload(stamp)
+
+    def reload(self) -> bool:
+        """Read authorized_keys again now (SIGHUP).  True if new keys were loaded.
+
+        A file that fails to load keeps the old keys and logs one warning.
+        Sessions already authenticated are not affected.  Never raises.
+        """
+        if self._file is None:
+            log.info("authorized_keys is not a file: nothing to reload")
+            return False
+        with self._reload_lock:
+            self._next_check = time.monotonic() + RELOAD_CHECK_INTERVAL
+            return self._reload(_file_stamp(self._file[1]))
+
+    def _reload(self, stamp: _FileStamp) -> bool:
+        assert self._file is not None
+        # Remember the stamp (taken before the read) even on failure: warn once per change.
+        self._stamp = stamp
+        try:
+            entries = load_authorized_keys(self._file[0])
+            keys, cas, warnings = _tables([*entries, *self._extra_cas])
+        except Exception as e:  # any failure keeps the old keys
+            text = str(e).splitlines()[0] if str(e) else type(e).__name__
+            log.warning("authorized_keys reload failed, keeping the old keys: %s", text)
+            return False
+        self._keys, self._cas, self.warnings = keys, cas, warnings
+        for warning in warnings:
+            log.warning("%s", warning)
+        usable = sum(1 for entry in entries if entry.key_type == ED25519)
+        log.info("authorized_keys reloaded: %d keys", usable)
+        return True
 
     refused_method = staticmethod(refused_method)
 
@@ -370,6 +445,45 @@ class AuthPolicy:
             refusal = refusal or (reason, entry)
         assert refusal is not None
         return refuse(refusal[0], matched=refusal[1].source)
+
+
+def _tables(
+    entries: Sequence[AuthorizedKey],
+) -> tuple[dict[bytes, list[AuthorizedKey]], dict[bytes, list[AuthorizedKey]], list[str]]:
+    """Plain keys and CA keys by blob, and a warning per entry that can never match."""
+    keys: dict[bytes, list[AuthorizedKey]] = {}
+    cas: dict[bytes, list[AuthorizedKey]] = {}
+    warnings: list[str] = []
+    for entry in entries:
+        if entry.key_type != ED25519:
+            warnings.append(f"{entry.source}: {entry.unusable_reason}; never matches")
+            continue
+        if entry.options.verify_required:
+            warnings.append(f"{entry.source}: {entry.unusable_reason}; never matches")
+        table = cas if entry.options.cert_authority else keys
+        table.setdefault(entry.blob, []).append(entry)
+    return keys, cas, warnings
+
+
+def _authorized_keys_path(src: KeySource | None) -> str | None:
+    """The file an authorized_keys source reads (``None``: the default), or None for text."""
+    if src is None:
+        return os.path.expanduser(DEFAULT_AUTHORIZED_KEYS)
+    if isinstance(src, bytes | str):
+        text = src.decode("utf-8", "replace") if isinstance(src, bytes) else src
+        if looks_like_authorized_keys_text(text):
+            return None
+        return os.path.expanduser(os.fsdecode(src))
+    return os.path.expanduser(os.fspath(src))
+
+
+def _file_stamp(path: str) -> _FileStamp:
+    """What changes when the file is edited or replaced; None if it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev)
 
 
 def _entry_refusal(options: KeyOptions, source_ip: str, now: float, kind: str) -> str | None:

@@ -45,7 +45,8 @@ def quote(value: str, limit: int = 64) -> str:
     return '"' + "".join(out) + '"'
 
 
-def log_auth(*, method: str, username: str, source: tuple[str, int], result: _Result) -> None:
+def log_auth(*, method: str, username: str, source: tuple[str, int], result: _Result) -> str:
+    """Log one attempt; return its ``result`` field (``failure`` feeds the rate limiter)."""
     if result.accepted:
         outcome = "success"
     elif method == "none":
@@ -73,6 +74,7 @@ def log_auth(*, method: str, username: str, source: tuple[str, int], result: _Re
         result.reason,
         extra={"auth": fields},
     )
+    return outcome
 
 
 def log_token(text: str, limit: int = 40) -> str:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar, cast
 
 from ..options import DEFAULT_KEEPALIVE_COUNT, DEFAULT_KEEPALIVE_INTERVAL
+from ..proto.destpolicy import DestinationPolicy
 from ..proto.tunnel import OpenFailure as OpenFailure
 
 Waker = Callable[[], None]
@@ -197,6 +198,14 @@ class DirectTcpipRequested:
     origin_port: int
     accept: Callable[[], Channel]
     reject: Callable[[OpenFailure, str], None]
+    #: The server's ``--allow-dest`` / ``--deny-dest`` policy; ``host`` already passed
+    #: its name check, the address the dial reached is checked with :meth:`allows_address`.
+    dest_policy: DestinationPolicy | None = None
+
+    def allows_address(self, ip: str) -> bool:
+        """May the connection the driver made to ``ip`` (``host`` resolved) be used?"""
+        policy = self.dest_policy
+        return policy is None or policy.allows_address(ip, self.port, name=self.host)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -223,7 +232,21 @@ class Closed:
     reason: str
 
 
-ServerEvent = Authenticated | DirectTcpipRequested | ForwardListening | ForwardCancelled | Closed
+@dataclass(frozen=True, kw_only=True)
+class AuthFailure:
+    """One failed authentication attempt (logged as ``result=failure``): rate limiter input."""
+
+    method: str
+
+
+ServerEvent = (
+    Authenticated
+    | AuthFailure
+    | DirectTcpipRequested
+    | ForwardListening
+    | ForwardCancelled
+    | Closed
+)
 
 
 # --- client side events -------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ..proto.destpolicy import DestinationPolicy
 from .auth import AuthPolicy
 from .engine import ServerSession, SSHSettings
 
@@ -36,16 +37,25 @@ def server_engine(
     *,
     allow_remote_bind: bool,
     settings: SSHSettings | None = None,
+    dest_policy: DestinationPolicy | None = None,
 ) -> ServerEngine:
     settings = settings or SSHSettings()
     if name == "sansio":
         from .sansio_engine import SansioServerEngine
 
         return SansioServerEngine(
-            host_key, policy, allow_remote_bind=allow_remote_bind, settings=settings
+            host_key,
+            policy,
+            allow_remote_bind=allow_remote_bind,
+            settings=settings,
+            dest_policy=dest_policy,
         )
     from .paramiko_engine import ParamikoServerEngine
 
     return ParamikoServerEngine(
-        host_key, policy, allow_remote_bind=allow_remote_bind, settings=settings
+        host_key,
+        policy,
+        allow_remote_bind=allow_remote_bind,
+        settings=settings,
+        dest_policy=dest_policy,
     )

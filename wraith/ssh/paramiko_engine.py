@@ -26,12 +26,14 @@ every malformed pre-auth connection.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import io
 import logging
 import socket
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -47,12 +49,14 @@ from paramiko.common import (
 from paramiko.message import Message
 
 from ..proto import tunnel
+from ..proto.destpolicy import DestinationPolicy
 from . import keys
 from .auth import AuthPolicy, AuthResult, Permissions
 from .authlog import log_auth, log_token
 from .engine import (
     Authenticated,
     AuthenticationFailed,
+    AuthFailure,
     Channel,
     ChannelClosed,
     ChannelOpenFailed,
@@ -144,6 +148,21 @@ class _Transport(paramiko.Transport):  # type: ignore[misc]
     #: concurrent failures overwrite each other; we keep one result per open.
     #: (paramiko's channel map holds channels weakly: we keep them alive here.)
     wraith_opens: dict[int, tuple[Pending[Channel], paramiko.Channel]]
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock)
+        #: Every channel handed to the driver.  paramiko unlinks its channels
+        #: when the transport dies, before we hear of it; these still need the
+        #: wake-up that tells their readers the session is lost.
+        self.wraith_adapters: weakref.WeakSet[ParamikoChannel] = weakref.WeakSet()
+        #: The description of a DISCONNECT from the peer, for the session-lost reason.
+        self.wraith_disconnect: str | None = None
+
+    def _parse_disconnect(self, m: Message) -> None:
+        m.get_int()
+        self.wraith_disconnect = "peer disconnected: " + (m.get_text() or "no reason")
+        m.rewind()
+        super()._parse_disconnect(m)
 
     def run(self) -> None:
         try:
@@ -338,6 +357,7 @@ class ParamikoChannel(Channel):
         # Never block in send(): a full window raises socket.timeout instead.
         chan.settimeout(0.0)
         chan._wraith_adapter = self
+        transport.wraith_adapters.add(self)
 
     def wake(self) -> None:
         waker = self._waker
@@ -410,13 +430,46 @@ class _SessionBase:
         raise NotImplementedError
 
     def _wake_channels(self) -> None:
+        while True:
+            try:  # another thread may add one meanwhile: take the snapshot again
+                adapters = set(self._transport.wraith_adapters)
+                break
+            except RuntimeError:
+                continue
         for chan in list(self._transport._channels.values()):
             adapter = getattr(chan, "_wraith_adapter", None)
             if adapter is not None:
-                adapter.wake()
+                adapters.add(adapter)
+        for adapter in adapters:
+            adapter.wake()
+
+
+def _disconnect(t: paramiko.Transport, reason: str) -> None:
+    """Send DISCONNECT (by application, with ``reason``), then close; never blocks the caller.
+
+    paramiko's own ``close()`` just drops the connection, which the peer can
+    only report as a reset.  The send runs in a thread: a full socket buffer
+    must not stall the event loop.
+    """
+
+    def run() -> None:
+        if t.is_active():
+            m = Message()
+            m.add_byte(bytes([paramiko.common.MSG_DISCONNECT]))
+            m.add_int(11)  # SSH_DISCONNECT_BY_APPLICATION
+            m.add_string(reason)
+            m.add_string("")
+            with contextlib.suppress(Exception):
+                t._send_message(m)
+        t.close()
+
+    threading.Thread(target=run, name="wraith-ssh-disconnect", daemon=True).start()
 
 
 def _transport_error(t: paramiko.Transport, default: str) -> str:
+    said = getattr(t, "wraith_disconnect", None)
+    if said:
+        return str(said)
     err = t.get_exception()
     if err is None:
         return default
@@ -458,6 +511,7 @@ class _ServerInterface(paramiko.ServerInterface):  # type: ignore[misc]
 
     def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
         blob = key.public_blob.key_blob if key.public_blob is not None else key.asbytes()
+        self.s.policy.maybe_reload()  # authorized_keys edited since? (stats at most every 2 s)
         result = self.s.policy.check(
             username=username, key_blob=blob, source_ip=self.s.peer[0], now=time.time()
         )
@@ -496,10 +550,12 @@ class ParamikoServerSession(ServerSession, _SessionBase):
         policy: AuthPolicy,
         allow_remote_bind: bool,
         settings: SSHSettings,
+        dest_policy: DestinationPolicy | None = None,
     ) -> None:
         self.peer = (str(peer[0]), int(peer[1]))
         self.policy = policy
         self.allow_remote_bind = allow_remote_bind
+        self.dest_policy = dest_policy
         self.candidate: tuple[str, AuthResult] | None = None
         self.permissions: Permissions | None = None
         self.username: str | None = None
@@ -533,7 +589,7 @@ class ParamikoServerSession(ServerSession, _SessionBase):
         return self.permissions is not None
 
     def close(self, reason: str = "server shutting down") -> None:
-        self._transport.close()
+        _disconnect(self._transport, reason)
 
     def open_forwarded(
         self, bind_host: str, bind_port: int, origin_host: str, origin_port: int
@@ -545,12 +601,9 @@ class ParamikoServerSession(ServerSession, _SessionBase):
     # called from paramiko's thread ---------------------------------------------
 
     def log_auth(self, method: str, username: str, result: AuthResult) -> None:
-        log_auth(
-            method=method,
-            username=username,
-            source=self.peer,
-            result=result,
-        )
+        outcome = log_auth(method=method, username=username, source=self.peer, result=result)
+        if outcome == "failure":
+            self._events.put(AuthFailure(method=method))
 
     def authenticated_now(self) -> None:
         if self.candidate is None:
@@ -619,7 +672,7 @@ class ParamikoServerSession(ServerSession, _SessionBase):
         with self._lock:
             self._pending_opens += 1
             too_many = self._pending_opens > MAX_PENDING_OPENS
-        verdict = check_destination(self.permissions, host, port)
+        verdict = check_destination(self.permissions, host, port, dest_policy=self.dest_policy)
         if verdict is not None and verdict[1] == tunnel.RESERVED_NAME:
             log.info("refused reserved name src=%s port=%d", *self.peer)
         if too_many:
@@ -637,6 +690,7 @@ class ParamikoServerSession(ServerSession, _SessionBase):
                 origin_port=origin_port,
                 accept=accept,
                 reject=reject,
+                dest_policy=self.dest_policy,
             )
         )
 
@@ -675,11 +729,13 @@ class ParamikoServerEngine:
         *,
         allow_remote_bind: bool,
         settings: SSHSettings | None = None,
+        dest_policy: DestinationPolicy | None = None,
     ) -> None:
         self._host_key = _paramiko_key(host_key)
         self._policy = policy
         self._allow_remote_bind = allow_remote_bind
         self._settings = settings or SSHSettings()
+        self._dest_policy = dest_policy
 
     def accept(self, sock: socket.socket | None, peer: tuple[str, int]) -> ServerSession:
         assert sock is not None, "paramiko runs on the socket itself"
@@ -690,6 +746,7 @@ class ParamikoServerEngine:
             policy=self._policy,
             allow_remote_bind=self._allow_remote_bind,
             settings=self._settings,
+            dest_policy=self._dest_policy,
         )
 
 
@@ -788,7 +845,7 @@ class ParamikoClientSession(ClientSession, _SessionBase):
         return self._fingerprint
 
     def close(self, reason: str = "client shutting down") -> None:
-        self._transport.close()
+        _disconnect(self._transport, reason)
 
     def transport_ended(self) -> None:
         if self._ended:

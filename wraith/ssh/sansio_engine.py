@@ -30,6 +30,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..proto import tunnel
+from ..proto.destpolicy import DestinationPolicy
 from ..proto.errors import LocalProtocolError
 from ..proto.ssh import connection_events as ce
 from ..proto.ssh import transport_events as te
@@ -44,6 +45,7 @@ from .authlog import log_auth, log_token
 from .engine import (
     Authenticated,
     AuthenticationFailed,
+    AuthFailure,
     ByteSession,
     Channel,
     ChannelClosed,
@@ -388,6 +390,7 @@ class SansioServerSession(_Engine, ServerSession):
         allow_remote_bind: bool,
         now: float,
         settings: SSHSettings | None = None,
+        dest_policy: DestinationPolicy | None = None,
     ) -> None:
         settings = settings or SSHSettings()
         super().__init__(
@@ -404,6 +407,7 @@ class SansioServerSession(_Engine, ServerSession):
         self.peer = peer
         self.policy = policy
         self.allow_remote_bind = allow_remote_bind
+        self.dest_policy = dest_policy
         self.permissions: Permissions | None = None
         self._candidate: AuthResult | None = None
         self._events: EventQueue[ServerEvent] = EventQueue()
@@ -431,9 +435,11 @@ class SansioServerSession(_Engine, ServerSession):
         self._events.put(Closed(reason=ev.reason))
 
     def _log(self, method: str, username: str, result: AuthResult | _Refusal) -> None:
-        log_auth(method=method, username=username, source=self.peer, result=result)
+        if log_auth(method=method, username=username, source=self.peer, result=result) == "failure":
+            self._events.put(AuthFailure(method=method))
 
     def _check(self, username: str, key_blob: bytes) -> AuthResult:
+        self.policy.maybe_reload()  # authorized_keys edited since? (stats at most every 2 s)
         return self.policy.check(
             username=username, key_blob=key_blob, source_ip=self.peer[0], now=time.time()
         )
@@ -504,7 +510,9 @@ class SansioServerSession(_Engine, ServerSession):
                 ev.channel_id, OpenFailure.ADMINISTRATIVELY_PROHIBITED, "channel type not served"
             )
             return
-        verdict = check_destination(self.permissions, ev.host, ev.port)
+        verdict = check_destination(
+            self.permissions, ev.host, ev.port, dest_policy=self.dest_policy
+        )
         if verdict is not None:
             if verdict[1] == tunnel.RESERVED_NAME:
                 log.info("refused reserved name src=%s port=%d", *self.peer)
@@ -538,6 +546,7 @@ class SansioServerSession(_Engine, ServerSession):
                 origin_port=ev.origin_port,
                 accept=accept,
                 reject=reject,
+                dest_policy=self.dest_policy,
             )
         )
 
@@ -575,11 +584,13 @@ class SansioServerEngine:
         *,
         allow_remote_bind: bool,
         settings: SSHSettings | None = None,
+        dest_policy: DestinationPolicy | None = None,
     ) -> None:
         self._host_key = host_key
         self._policy = policy
         self._allow_remote_bind = allow_remote_bind
         self._settings = settings or SSHSettings()
+        self._dest_policy = dest_policy
 
     def accept(self, sock: socket.socket | None, peer: tuple[str, int]) -> ServerSession:
         del sock  # the driver pumps the socket itself
@@ -590,6 +601,7 @@ class SansioServerEngine:
             allow_remote_bind=self._allow_remote_bind,
             now=time.monotonic(),
             settings=self._settings,
+            dest_policy=self._dest_policy,
         )
 
 

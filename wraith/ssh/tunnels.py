@@ -11,6 +11,7 @@ import logging
 import socket
 
 from ..proto import names, tunnel
+from ..proto.destpolicy import DestinationPolicy
 from ..proto.errors import RemoteProtocolError
 from ..proto.tunnel import OpenFailure
 from .auth import Permissions
@@ -19,9 +20,17 @@ log = logging.getLogger("wraith.ssh")
 
 
 def check_destination(
-    perms: Permissions | None, host: str, port: int
+    perms: Permissions | None,
+    host: str,
+    port: int,
+    *,
+    dest_policy: DestinationPolicy | None = None,
 ) -> tuple[OpenFailure, str] | None:
-    """None if an open to ``host:port`` may be dialled; else the refusal to send."""
+    """None if an open to ``host:port`` may be dialled; else the refusal to send.
+
+    ``dest_policy`` (``--allow-dest`` / ``--deny-dest``; None allows all) sees the
+    requested name here; the driver checks the address it resolved to as well.
+    """
     if perms is None:
         return OpenFailure.ADMINISTRATIVELY_PROHIBITED, "not authenticated"
     kind = names.classify(host)
@@ -42,6 +51,8 @@ def check_destination(
         # Cloud metadata services hand out credentials: never a tunnel target.
         # (The drivers check the address a name resolved to as well.)
         return OpenFailure.ADMINISTRATIVELY_PROHIBITED, tunnel.LINK_LOCAL_DENIED
+    if dest_policy is not None and not dest_policy.allows_name(normal, port):
+        return OpenFailure.ADMINISTRATIVELY_PROHIBITED, tunnel.NOT_PERMITTED
     return None
 
 
