@@ -10,6 +10,7 @@ client restart.
 from __future__ import annotations
 
 import re
+import signal
 import socket
 import threading
 import time
@@ -208,5 +209,107 @@ def test_a_changed_host_key_ends_the_client(backend: str, tmp_path: Path, keys: 
         assert any("giving up" in line for line in client.proc.stderr), client.proc.output()
         assert any(server.fingerprint in line for line in client.proc.stderr)
     finally:
+        client.proc.stop()
+        server.proc.stop()
+
+
+@pytest.mark.integration
+def test_a_silent_server_is_noticed_by_keepalives(
+    backend: str, tmp_path: Path, keys: Keys, echo: EchoServer
+) -> None:
+    """A frozen server (SIGSTOP: no FIN, no RST) is given up after the keepalive bound."""
+    port = free_port()
+    server = serve_on(backend, tmp_path, keys, port)
+    client = start_client(
+        backend,
+        server,
+        keys.client,
+        args=[
+            "-D",
+            "127.0.0.1:0",
+            "--keepalive-interval",
+            "1",
+            "--keepalive-count",
+            "2",
+            "--reconnect-delay",
+            "0.2",
+            "--reconnect-max-delay",
+            str(MAX_DELAY),
+        ],
+    )
+    try:
+        assert client.socks_port is not None
+        mark = len(client.proc.stderr)
+        server.proc.popen.send_signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        seen = wait_line(client.proc, r"SSH session lost: .*not responding", mark, 30)
+        # interval * (count + 1) = 3 s, plus scheduling slack on a busy machine.
+        assert seen - stopped < 3 + 5, seen - stopped
+        server.proc.popen.send_signal(signal.SIGCONT)
+        wait_line(client.proc, r"reconnected after", mark, 30)
+        with socks_connect(client.socks_port, "localhost", echo.port) as s:
+            s.sendall(b"alive")
+            assert recv_exact(s, 5) == b"alive"
+    finally:
+        server.proc.popen.send_signal(signal.SIGCONT)
+        client.proc.stop()
+        server.proc.stop()
+
+
+@pytest.mark.integration
+def test_the_server_frees_a_dead_clients_forward_and_gets_it_back(
+    backend: str, tmp_path: Path, keys: Keys, echo: EchoServer
+) -> None:
+    """A frozen client's -R listener is closed by the server's keepalives; the client,
+    once thawed, reconnects and registers the same port again."""
+    port = free_port()
+    proc = Proc(
+        [
+            *WRAITH,
+            "serve",
+            "--backend",
+            backend,
+            "--listen",
+            f"tcp://127.0.0.1:{port}",
+            "--state-dir",
+            str(tmp_path / "server-state"),
+            "--authorized-keys",
+            str(keys.authorized_keys),
+            "--keepalive-interval",
+            "1",
+            "--keepalive-count",
+            "2",
+            "-v",
+        ]
+    )
+    m = proc.wait_for(r"connect with: wraith connect --host-key-fingerprint (\S+) \S+:(\d+)")
+    server = WraithServer(proc, int(m.group(2)), m.group(1))
+    client = start_client(
+        backend,
+        server,
+        keys.client,
+        args=[
+            "-R",
+            f"0:127.0.0.1:{echo.port}",
+            "--reconnect-delay",
+            "0.2",
+            "--reconnect-max-delay",
+            str(MAX_DELAY),
+        ],
+    )
+    try:
+        r_port = client.remote_ports[0]
+        assert echo_roundtrip(r_port, b"before") == b"before"
+        mark = len(server.proc.stderr)
+        client.proc.popen.send_signal(signal.SIGSTOP)
+        wait_line(server.proc, r"session closed src=127\.0\.0\.1", mark, 30)
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", r_port), timeout=5).close()  # freed
+        client.proc.popen.send_signal(signal.SIGCONT)
+        mark = len(client.proc.stderr)
+        wait_line(client.proc, rf"remote forward listening on server port {r_port}\b", mark, 30)
+        assert echo_roundtrip(r_port, b"after") == b"after"
+    finally:
+        client.proc.popen.send_signal(signal.SIGCONT)
         client.proc.stop()
         server.proc.stop()

@@ -19,16 +19,23 @@ class Drain:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    @contextmanager
-    def track(self) -> Iterator[None]:
+    def enter(self) -> None:
+        """Count one tunnel now (before its task even starts); :meth:`leave` it later."""
         self.active += 1
         self._idle.clear()
+
+    def leave(self) -> None:
+        self.active -= 1
+        if not self.active:
+            self._idle.set()
+
+    @contextmanager
+    def track(self) -> Iterator[None]:
+        self.enter()
         try:
             yield
         finally:
-            self.active -= 1
-            if not self.active:
-                self._idle.set()
+            self.leave()
 
     async def wait_idle(self, timeout: float) -> bool:
         """True once no tunnel is open; False if ``timeout`` seconds passed first."""

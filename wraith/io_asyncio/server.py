@@ -165,10 +165,11 @@ class _Session:
         for srv in self.forwards.values():
             srv.close()
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(guarded(what, coro))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return task
 
     async def run(self) -> None:
         notifier = Notifier()
@@ -227,17 +228,17 @@ class _Session:
             if self.server.draining:
                 ev.reject(e.OpenFailure.ADMINISTRATIVELY_PROHIBITED, "server shutting down")
                 return
-            self._spawn(self._tracked_direct(ev), "tunnel")
+            # Counted before the task runs (no gap for shutdown()), and left when it is
+            # done even if it was cancelled before it ever ran.
+            self.server.drain.enter()
+            task = self._spawn(self._direct(ev), "tunnel")
+            task.add_done_callback(lambda _: self.server.drain.leave())
         elif isinstance(ev, e.ForwardListening):
             self._spawn(self._forward_listener(ev), "forward listener")
         elif isinstance(ev, e.ForwardCancelled):
             server = self.forwards.pop((ev.bind_host, ev.bind_port), None)
             if server is not None:
                 server.close()
-
-    async def _tracked_direct(self, ev: e.DirectTcpipRequested) -> None:
-        with self.server.drain.track():
-            await self._direct(ev)
 
     async def _direct(self, ev: e.DirectTcpipRequested) -> None:
         try:

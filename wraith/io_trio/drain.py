@@ -19,17 +19,24 @@ class Drain:
         self._idle = trio.Event()
         self._idle.set()
 
-    @contextmanager
-    def track(self) -> Iterator[None]:
+    def enter(self) -> None:
+        """Count one tunnel now (before its task even starts); :meth:`leave` it later."""
         if not self.active:
             self._idle = trio.Event()
         self.active += 1
+
+    def leave(self) -> None:
+        self.active -= 1
+        if not self.active:
+            self._idle.set()
+
+    @contextmanager
+    def track(self) -> Iterator[None]:
+        self.enter()
         try:
             yield
         finally:
-            self.active -= 1
-            if not self.active:
-                self._idle.set()
+            self.leave()
 
     async def wait_idle(self, timeout: float) -> bool:
         """True once no tunnel is open; False if ``timeout`` seconds passed first."""

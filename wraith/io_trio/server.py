@@ -180,6 +180,7 @@ class _Session:
             if self.server.draining:
                 ev.reject(e.OpenFailure.ADMINISTRATIVELY_PROHIBITED, "server shutting down")
                 return
+            self.server.drain.enter()  # counted before the task runs: no gap for shutdown()
             nursery.start_soon(guarded, "tunnel", self._tracked_direct, ev)
         elif isinstance(ev, e.ForwardListening):
             scope = trio.CancelScope()
@@ -191,8 +192,10 @@ class _Session:
                 cancelled.cancel()
 
     async def _tracked_direct(self, ev: e.DirectTcpipRequested) -> None:
-        with self.server.drain.track():
+        try:
             await self._direct(ev)
+        finally:
+            self.server.drain.leave()
 
     async def _direct(self, ev: e.DirectTcpipRequested) -> None:
         try:

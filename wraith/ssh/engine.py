@@ -164,7 +164,9 @@ class Channel(ABC):
     @property
     @abstractmethod
     def lost(self) -> bool:
-        """True when the SSH session died under this channel (reset, don't FIN)."""
+        """True when the channel ended abnormally: the SSH session died under it, or
+        the peer closed it without sending EOF first (its end was cut).  Either
+        way the local socket gets a reset, never a FIN."""
 
     @property
     @abstractmethod

@@ -413,7 +413,10 @@ class ParamikoChannel(Channel):
 
     @property
     def lost(self) -> bool:
-        return not self.remote_closed and not self._transport.is_active()
+        if self.remote_closed:
+            # CLOSE without EOF: the peer's side of this tunnel broke, so must ours.
+            return not self._chan.eof_received
+        return not self._transport.is_active()
 
     @property
     def closed(self) -> bool:
@@ -442,6 +445,49 @@ class _SessionBase:
                 adapters.add(adapter)
         for adapter in adapters:
             adapter.wake()
+
+
+def _watch(t: _Transport, settings: SSHSettings, lock: threading.Lock) -> None:
+    """Keepalives with dead-peer detection, in a thread (paramiko has neither).
+
+    Every ``keepalive_interval`` a ``keepalive@openssh.com`` request with
+    want-reply goes out from a probe thread; any reply (REQUEST_FAILURE
+    included) proves the peer alive.  After ``keepalive_count`` intervals
+    without one, the transport is closed and the session ends as dead.
+    ``lock`` serializes our global requests: paramiko keeps one reply slot
+    per transport, so two requests in flight would take each other's replies.
+    """
+    interval = settings.keepalive_interval
+
+    def probe(done: threading.Event) -> None:
+        with lock, contextlib.suppress(Exception):
+            t.global_request("keepalive@openssh.com", wait=True)
+        done.set()
+
+    def run() -> None:
+        missed = 0
+        done = threading.Event()
+        done.set()
+        while t.is_active():
+            if done.is_set():
+                missed = 0
+                done = threading.Event()
+                threading.Thread(target=probe, args=(done,), daemon=True).start()
+            if done.wait(interval):
+                # Answered: wait out the rest of the interval before the next probe.
+                if not t.active:
+                    return
+                time.sleep(interval)
+                continue
+            missed += 1
+            if missed >= settings.keepalive_count and t.is_active():
+                t.wraith_disconnect = (
+                    f"peer not responding: no reply to keepalives in {missed * interval:.0f}s"
+                )
+                t.close()
+                return
+
+    threading.Thread(target=run, name="wraith-ssh-keepalive", daemon=True).start()
 
 
 def _disconnect(t: paramiko.Transport, reason: str) -> None:
@@ -568,7 +614,7 @@ class ParamikoServerSession(ServerSession, _SessionBase):
         t = _Transport(sock)
         t.wraith_session = self
         _configure(t, settings)
-        t.set_keepalive(max(1, round(settings.keepalive_interval)))
+        self._settings = settings
         t.add_server_key(host_key)
         t.banner_timeout = 15
         t.handshake_timeout = 15
@@ -612,6 +658,8 @@ class ParamikoServerSession(ServerSession, _SessionBase):
         self.username = username
         self.permissions = result.permissions or Permissions()
         self.log_auth("publickey", username, result)
+        # Connection-layer requests only after auth.
+        _watch(self._transport, self._settings, threading.Lock())
         self._events.put(Authenticated(username=username, fingerprint=result.fingerprint))
 
     def transport_ended(self) -> None:
@@ -818,7 +866,7 @@ class ParamikoClientSession(ClientSession, _SessionBase):
                     raise HandshakeFailed(f"authentication did not complete: {e}") from None
                 if not t.is_authenticated():
                     raise AuthenticationFailed("authentication failed")
-                t.set_keepalive(max(1, round((settings or SSHSettings()).keepalive_interval)))
+                _watch(t, settings or SSHSettings(), session._global_lock)
                 pending.set_result(session)
             except (HandshakeFailed, AuthenticationFailed, HostKeyError) as e:
                 t.close()

@@ -164,7 +164,8 @@ class SansioChannel(Channel):
 
     @property
     def lost(self) -> bool:
-        return self._lost
+        # CLOSE without EOF: the peer's side of this tunnel broke, so must ours.
+        return self._lost or (self.remote_closed and not self.eof_received)
 
     @property
     def closed(self) -> bool:
