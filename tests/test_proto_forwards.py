@@ -352,6 +352,7 @@ def test_registry_every_state_and_op(state: ForwardState, op: _Op) -> None:
         _Op.FAILED: lambda: reg.mark_failed(entry.id, "boom"),
         _Op.CANCEL: lambda: reg.cancel(entry.id),
         _Op.SESSION_LOST: reg.session_lost,
+        _Op.RETRY: lambda: reg.retry(entry.id),
     }[op]
     want = _TRANSITIONS.get((state, op))
     if want is None and op is not _Op.SESSION_LOST:

@@ -1133,3 +1133,23 @@ def test_arbitrary_payloads_raise_only_remote_protocol_errors() -> None:
                     conn.consume(event.channel_id, len(event.data))
 
     check()
+
+
+def test_a_late_window_adjust_for_a_freed_channel_is_ignored() -> None:
+    """paramiko's Channel.recv() can send WINDOW_ADJUST after its CLOSE (a race between
+    its reader and its transport thread); OpenSSH ignores it, and so do we.  Any other
+    message for the freed id, and any message for an id never used, stays an error."""
+    conn, cid = server_with_channel(sender=7)
+    conn.close(cid)
+    conn.payloads_to_send()
+    conn.receive_payload(message(Msg.CHANNEL_CLOSE, uint32(cid)))  # both closed: freed
+    events(conn)
+    conn.receive_payload(message(Msg.CHANNEL_WINDOW_ADJUST, uint32(cid), uint32(65536)))
+    assert conn.state is ConnectionState.OPEN
+    assert events(conn) == []
+    assert conn.payloads_to_send() == []
+    with pytest.raises(RemoteProtocolError, match=f"unknown channel {cid}"):
+        conn.receive_payload(data_payload(cid, b"late data"))
+    conn2, _ = server_with_channel()
+    with pytest.raises(RemoteProtocolError, match="unknown channel 99"):
+        conn2.receive_payload(message(Msg.CHANNEL_WINDOW_ADJUST, uint32(99), uint32(1)))

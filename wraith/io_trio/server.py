@@ -25,6 +25,7 @@ from ..gate import Gate
 from ..options import ServeOptions
 from ..proto import names, tunnel
 from ..ssh import engine as e
+from ..ssh.authlog import clean_text
 from ..ssh.engine import ByteSession
 from ..ssh.engines import server_engine
 from .drain import Drain, wait_for_stop
@@ -165,9 +166,13 @@ class _Session:
             self.session.set_waker(None)
             self.session.close()
             if self.session.authenticated:
-                log.info("session closed src=%s port=%d", *self.peer)
+                log.info("session closed src=%s port=%d: %s", *self.peer, clean_text(reason))
             else:
-                log.info("closed before authentication src=%s port=%d: %s", *self.peer, reason)
+                log.info(
+                    "closed before authentication src=%s port=%d: %s",
+                    *self.peer,
+                    clean_text(reason),
+                )
 
     def _dispatch(self, ev: e.ServerEvent, nursery: trio.Nursery) -> None:
         if isinstance(ev, e.Authenticated):

@@ -77,6 +77,17 @@ def log_auth(*, method: str, username: str, source: tuple[str, int], result: _Re
     return outcome
 
 
+def clean_text(value: str, limit: int = 200) -> str:
+    """Peer-supplied free text (a disconnect reason) for a log line: printable ASCII,
+    spaces kept, everything else escaped, so it can never start a forged line."""
+    out = []
+    for ch in value[:limit]:
+        out.append(ch if 0x20 <= ord(ch) < 0x7F else f"\\x{ord(ch) & 0xFF:02x}")
+    if len(value) > limit:
+        out.append("...")
+    return "".join(out)
+
+
 def log_token(text: str, limit: int = 40) -> str:
     """A short peer-supplied token (a channel type, say), safe for a log line."""
     clean = "".join(c if 0x20 < ord(c) < 0x7F else "?" for c in text[:limit])

@@ -97,6 +97,8 @@ _U32 = struct.Struct(">I")
 _MAX_NAME = 64
 _MAX_HOST = 1024
 _MAX_TEXT = 64 * 1024
+#: How many freed channel ids we remember, to let a late WINDOW_ADJUST for one pass.
+_FREED_MEMORY = 64
 KEEPALIVE = "keepalive@openssh.com"
 TCPIP_FORWARD = "tcpip-forward"
 CANCEL_TCPIP_FORWARD = "cancel-tcpip-forward"
@@ -333,6 +335,7 @@ class Connection:
         self._state = ConnectionState.OPEN
         self._channels: dict[int, _Channel] = {}
         self._peer_ids: dict[int, int] = {}  # peer id -> our id, for live channels
+        self._freed: deque[int] = deque(maxlen=_FREED_MEMORY)  # our ids, latest last
         self._next_id = 0
         self._pending_in = 0
         self._pending_out = 0
@@ -640,6 +643,7 @@ class Connection:
 
     def _free(self, ch: _Channel) -> None:
         del self._channels[ch.local_id]
+        self._freed.append(ch.local_id)
         if self._peer_ids.get(ch.peer_id) == ch.local_id:
             del self._peer_ids[ch.peer_id]
         ch.state = _CS.CLOSED
@@ -790,9 +794,17 @@ class Connection:
 
     def _on_window_adjust(self, payload: bytes) -> None:
         r = Reader(payload, 1)
-        ch = self._channel(r)
+        local_id = r.uint32()
         n = r.uint32()
         r.end()
+        ch = self._channels.get(local_id)
+        if ch is None:
+            if local_id in self._freed:
+                # Both CLOSEs are done, but the peer sent a window adjust after
+                # its CLOSE (paramiko's Channel.recv races its transport thread
+                # into this).  Harmless: ignored, as OpenSSH does.
+                return
+            raise RemoteProtocolError(f"message for unknown channel {local_id}")
         self._remote_move(ch, _Ch.RECV_WINDOW_ADJUST)
         if ch.peer_window + n > _U32_MAX:
             raise RemoteProtocolError(f"channel {ch.local_id}: window adjust overflows 2**32-1")
