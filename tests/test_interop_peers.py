@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import re
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,6 +81,7 @@ def outputs_on_failure(*procs: Proc) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
+        time.sleep(1)  # let the processes log what happened (a lost session, say)
         said = "".join(f"\n=== {' '.join(p.args[1:4])}\n{output_of(p)}" for p in procs)
         raise AssertionError(f"{type(exc).__name__}: {exc}{said}") from exc
 
