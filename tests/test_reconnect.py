@@ -313,3 +313,45 @@ def test_the_server_frees_a_dead_clients_forward_and_gets_it_back(
         client.proc.popen.send_signal(signal.SIGCONT)
         client.proc.stop()
         server.proc.stop()
+
+
+@pytest.mark.integration
+def test_auth_failures_after_a_session_back_off_and_retry(
+    backend: str, tmp_path: Path, keys: Keys, echo: EchoServer
+) -> None:
+    """Only the first connect treats a refused key as final; later it is retried, logged."""
+    port = free_port()
+    server = serve_on(backend, tmp_path, keys, port)
+    client = start_client(
+        backend,
+        server,
+        keys.client,
+        args=["-D", "127.0.0.1:0", "--reconnect-delay", "0.2", "--reconnect-max-delay", "1"],
+    )
+    try:
+        assert client.socks_port is not None
+        server.proc.stop()
+        # The key is no longer authorized on the server that comes back (rotation gone wrong).
+        keys_backup = keys.authorized_keys.read_text()
+        keys.authorized_keys.write_text(
+            (keys.other.parent / (keys.other.name + ".pub")).read_text()
+        )
+        mark = len(client.proc.stderr)
+        try:
+            server = serve_on(backend, tmp_path, keys, port)
+            wait_line(client.proc, r"reconnect attempt \d+ failed: authentication failed", mark, 30)
+            wait_line(
+                client.proc, r"reconnect attempt \d+ failed: authentication failed", mark + 2, 30
+            )
+            assert client.proc.popen.poll() is None  # still trying, not exited with 4
+        finally:
+            keys.authorized_keys.write_text(keys_backup)
+        server.proc.stop()
+        server = serve_on(backend, tmp_path, keys, port)
+        wait_line(client.proc, r"reconnected after", mark, 30)
+        with socks_connect(client.socks_port, "localhost", echo.port) as s:
+            s.sendall(b"back")
+            assert recv_exact(s, 4) == b"back"
+    finally:
+        client.proc.stop()
+        server.proc.stop()

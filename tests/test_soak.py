@@ -45,6 +45,9 @@ def _rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+SHORTS: list[str] = []
+
+
 def echo_once(connect: Callable[[], socket.socket], payload: bytes) -> str:
     """One echo through a tunnel: 'ok', 'error' (the cut was reported), 'short' or 'corrupt'."""
     try:
@@ -75,6 +78,7 @@ def echo_once(connect: Callable[[], socket.socket], payload: bytes) -> str:
     except OSError:
         return "error"  # reset or timeout: the application was told
     if len(got) < len(payload):
+        SHORTS.append(f"{len(got)} of {len(payload)} bytes at {time.strftime('%H:%M:%S')}")
         return "short"  # a clean end of stream that lost data: the one real failure
     return "ok" if hashlib.sha256(got).digest() == hashlib.sha256(payload).digest() else "corrupt"
 
@@ -159,7 +163,7 @@ def test_soak_with_server_restarts(
                 time.sleep(0.2)
 
         for kind, counts in results.items():
-            assert counts["short"] == 0, (kind, counts)
+            assert counts["short"] == 0, (kind, counts, SHORTS, client.proc.output())
             assert counts["corrupt"] == 0, (kind, counts)
             assert counts["ok"] >= 10, (kind, counts)
         assert client.proc.popen.poll() is None

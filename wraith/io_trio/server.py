@@ -190,7 +190,7 @@ class _Session:
         elif isinstance(ev, e.ForwardListening):
             scope = trio.CancelScope()
             self.forwards[(ev.bind_host, ev.bind_port)] = scope
-            nursery.start_soon(self._forward_listener, ev, scope)
+            nursery.start_soon(self._forward_listener, ev, scope, nursery)
         elif isinstance(ev, e.ForwardCancelled):
             cancelled = self.forwards.pop((ev.bind_host, ev.bind_port), None)
             if cancelled is not None:
@@ -227,26 +227,35 @@ class _Session:
             raise
         await splice(stream, ChannelStream(channel))
 
-    async def _forward_listener(self, ev: e.ForwardListening, scope: trio.CancelScope) -> None:
+    async def _forward_listener(
+        self, ev: e.ForwardListening, scope: trio.CancelScope, session: trio.Nursery
+    ) -> None:
+        """Accept until the forward is cancelled (or a shutdown begins).
+
+        Connections run in the session's nursery, not under ``scope``: closing
+        the listener stops new ones, while those in flight carry on (and drain).
+        """
         listener = trio.socket.from_stdlib_socket(ev.sock)
         with scope, listener:
-            async with trio.open_nursery() as nursery:
-                while True:
-                    conn, addr = await listener.accept()
-                    nursery.start_soon(
-                        guarded,
-                        "forwarded connection",
-                        self._tracked_forwarded,
-                        ev,
-                        trio.SocketStream(conn),
-                        addr,
-                    )
+            while True:
+                conn, addr = await listener.accept()
+                self.server.drain.enter()
+                session.start_soon(
+                    guarded,
+                    "forwarded connection",
+                    self._tracked_forwarded,
+                    ev,
+                    trio.SocketStream(conn),
+                    addr,
+                )
 
     async def _tracked_forwarded(
         self, ev: e.ForwardListening, stream: trio.SocketStream, addr: tuple[str, int]
     ) -> None:
-        with self.server.drain.track():
+        try:
             await self._forwarded(ev, stream, addr)
+        finally:
+            self.server.drain.leave()
 
     async def _forwarded(
         self, ev: e.ForwardListening, stream: trio.SocketStream, addr: tuple[str, int]
