@@ -22,7 +22,12 @@ from ..proto import socks5, tunnel
 from ..reconnect import Reconnector
 from ..ssh import engine as e
 from ..ssh import sansio_engine
-from ..ssh.forwarding import forwarded_destination, register_remote, retry_remote
+from ..ssh.forwarding import (
+    cancel_remote,
+    forwarded_destination,
+    register_remote,
+    retry_remote,
+)
 from ..ssh.paramiko_engine import ParamikoClientSession
 from .drain import Drain, wait_for_stop
 from .pump import pump
@@ -145,20 +150,8 @@ class Client:
         for server in self._servers:
             server.close()
         session = self.session
-        if session is not None and session.active:
-            for entry in self.forwards.entries():
-                f = entry.forward
-                if isinstance(f, fw.RemoteForward) and entry.bound_port is not None:
-                    # The server stops listening for us; no reply needed.
-                    session.cancel_forward(fw.remote_bind_address(f.bind_host), entry.bound_port)
-        if self.drain.active:
-            log.info(
-                "shutting down: waiting up to %gs for %d open connection(s)",
-                timeout,
-                self.drain.active,
-            )
-            if not await self.drain.wait_idle(timeout):
-                log.warning("shutdown timeout: cutting %d connection(s)", self.drain.active)
+        cancel_remote(session, self.forwards)
+        await self.drain.settle(timeout, log, "connection(s)")
         if session is not None:
             session.close("client shutting down")
 

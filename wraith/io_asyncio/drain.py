@@ -5,43 +5,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-from ..lifecycle import STOP_SIGNALS, arm_second_signal
+from ..lifecycle import STOP_SIGNALS, DrainBase, arm_second_signal
 
 
-class Drain:
-    """How many tunnels are open; a shutdown waits until none are (or its timeout)."""
-
+class Drain(DrainBase):
     def __init__(self) -> None:
-        self.active = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        super().__init__()
+        self._event = asyncio.Event()
+        self._event.set()
 
-    def enter(self) -> None:
-        """Count one tunnel now (before its task even starts); :meth:`leave` it later."""
-        self.active += 1
-        self._idle.clear()
+    def _busy(self) -> None:
+        self._event.clear()
 
-    def leave(self) -> None:
-        self.active -= 1
-        if not self.active:
-            self._idle.set()
-
-    @contextmanager
-    def track(self) -> Iterator[None]:
-        self.enter()
-        try:
-            yield
-        finally:
-            self.leave()
+    def _idle(self) -> None:
+        self._event.set()
 
     async def wait_idle(self, timeout: float) -> bool:
-        """True once no tunnel is open; False if ``timeout`` seconds passed first."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                await self._idle.wait()
+                await self._event.wait()
                 return True
         return False
 

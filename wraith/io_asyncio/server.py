@@ -60,16 +60,7 @@ class Server:
             sock.close()
         for sess in list(self._sessions):
             sess.stop_forwards()
-        if self.drain.active:
-            log.info(
-                "shutting down: waiting up to %gs for %d open tunnel(s)",
-                timeout,
-                self.drain.active,
-            )
-            if not await self.drain.wait_idle(timeout):
-                log.warning("shutdown timeout: cutting %d tunnel(s)", self.drain.active)
-        else:
-            log.info("shutting down")
+        await self.drain.settle(timeout, log, "tunnel(s)")
         for sess in list(self._sessions):
             sess.session.close("server shutting down")
         if self._handlers:

@@ -1,47 +1,29 @@
-"""Graceful shutdown on trio: count open tunnels, wait for them, catch the stop signal."""
+"""Graceful shutdown on trio: the drain counter's event, and the stop signal."""
 
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import trio
 
-from ..lifecycle import STOP_SIGNALS, arm_second_signal
+from ..lifecycle import STOP_SIGNALS, DrainBase, arm_second_signal
 
 
-class Drain:
-    """How many tunnels are open; a shutdown waits until none are (or its timeout)."""
-
+class Drain(DrainBase):
     def __init__(self) -> None:
-        self.active = 0
-        self._idle = trio.Event()
-        self._idle.set()
+        super().__init__()
+        self._event = trio.Event()
+        self._event.set()
 
-    def enter(self) -> None:
-        """Count one tunnel now (before its task even starts); :meth:`leave` it later."""
-        if not self.active:
-            self._idle = trio.Event()
-        self.active += 1
+    def _busy(self) -> None:
+        self._event = trio.Event()
 
-    def leave(self) -> None:
-        self.active -= 1
-        if not self.active:
-            self._idle.set()
-
-    @contextmanager
-    def track(self) -> Iterator[None]:
-        self.enter()
-        try:
-            yield
-        finally:
-            self.leave()
+    def _idle(self) -> None:
+        self._event.set()
 
     async def wait_idle(self, timeout: float) -> bool:
-        """True once no tunnel is open; False if ``timeout`` seconds passed first."""
         with trio.move_on_after(timeout):
-            await self._idle.wait()
+            await self._event.wait()
             return True
         return False
 

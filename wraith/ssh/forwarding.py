@@ -93,6 +93,16 @@ async def retry_remote(
         await register_remote(session, registry, wait, quiet=True)
 
 
+def cancel_remote(session: ClientSession | None, registry: fw.ForwardRegistry) -> None:
+    """Ask the server to stop listening for every bound ``-R`` (shutdown); no reply awaited."""
+    if session is None or not session.active:
+        return
+    for entry in registry.entries():
+        f = entry.forward
+        if isinstance(f, fw.RemoteForward) and entry.bound_port is not None:
+            session.cancel_forward(fw.remote_bind_address(f.bind_host), entry.bound_port)
+
+
 def forwarded_destination(
     registry: fw.ForwardRegistry, ev: ForwardedConnection
 ) -> fw.RemoteForward | None:
