@@ -202,8 +202,10 @@ def start_client(
     user: str | None = None,
     ready: bool = True,
     env: dict[str, str] | None = None,
+    target: str | None = None,
 ) -> WraithClient:
-    target = server.target if user is None else f"{user}@{server.target}"
+    """``wraith connect`` to ``server`` (or to ``target``, e.g. a ``tls://`` URL)."""
+    target = target or (server.target if user is None else f"{user}@{server.target}")
     cmd = [
         *WRAITH,
         "connect",

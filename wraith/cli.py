@@ -146,8 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--listen",
         action="append",
         metavar="URL",
-        help="listen address tcp://HOST:PORT, repeatable (default: tcp://127.0.0.1:2222)",
+        help="listen address tcp://HOST:PORT, or tls://HOST:PORT for SSH inside TLS "
+        "(needs --tls-cert/--tls-key), repeatable (default: tcp://127.0.0.1:2222)",
     )
+    s.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="certificate chain (PEM) for tls:// listeners",
+    )
+    s.add_argument("--tls-key", metavar="FILE", help="private key (PEM) of --tls-cert")
     s.add_argument(
         "--host-key",
         metavar="KEY",
@@ -261,7 +268,19 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         default=os.environ.get("WRAITH_TARGET") or None,
         metavar="TARGET",
-        help="[user@]host[:port] (default port 2222) or tcp://... [env: WRAITH_TARGET]",
+        help="[user@]host[:port] (default port 2222), tcp://..., or tls://host[:port] "
+        "for SSH inside TLS (default port 443) [env: WRAITH_TARGET]",
+    )
+    c.add_argument(
+        "--tls-ca",
+        metavar="FILE",
+        help="for tls://: trust the CA certificates in FILE instead of the system roots",
+    )
+    c.add_argument(
+        "--tls-server-name",
+        metavar="NAME",
+        help="for tls://: the SNI and the name the certificate must match "
+        "(default: the target's host)",
     )
     c.add_argument(
         "-D",
@@ -459,6 +478,8 @@ def _serve(args: argparse.Namespace) -> int:
         authorized_keys=args.authorized_keys,
         cert_authority=args.cert_authority or [],
         allow_remote_bind=args.allow_remote_bind,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
         allow_dest=args.allow_dest or [],
         deny_dest=args.deny_dest or [],
         state_dir=args.state_dir,
@@ -501,13 +522,15 @@ def _serve_async(backend: str) -> Any:
             if cfg.host_key_created:
                 print(f"created host key {cfg.state_dir / 'host_ed25519_key'}")
             print(f"host key fingerprint: {fp}")
-            for host, port in server.addresses:
-                print(f"listening on tcp://{_url_host(host)}:{port}")
+            schemes = [t.scheme for t in cfg.listen]
+            for (host, port), scheme in zip(server.addresses, schemes, strict=True):
+                print(f"listening on {scheme}://{_url_host(host)}:{port}")
             host, port = server.addresses[0]
             shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+            prefix = "tls://" if schemes[0] == "tls" else ""
             print(
                 f"connect with: wraith connect --host-key-fingerprint {fp} "
-                f"{_url_host(shown)}:{port}"
+                f"{prefix}{_url_host(shown)}:{port}"
             )
             await server.run_until_stopped(opts.shutdown_timeout)
 
@@ -549,6 +572,8 @@ def _connect(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         ciphers=args.ciphers or [],
         keepalive_interval=args.keepalive_interval,
         keepalive_count=args.keepalive_count,
+        tls_ca=args.tls_ca,
+        tls_server_name=args.tls_server_name,
         connect_timeout=args.connect_timeout,
         reconnect=not args.no_reconnect,
         reconnect_delay=args.reconnect_delay,

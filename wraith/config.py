@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -78,6 +79,23 @@ def _dest_policy(opts: ServeOptions) -> DestinationPolicy:
     return DestinationPolicy(allow=opts.allow_dest, deny=opts.deny_dest)
 
 
+def _server_tls(opts: ServeOptions, listen: list[Target], engine: str) -> ssl.SSLContext | None:
+    wants_tls = any(t.scheme == "tls" for t in listen)
+    if not wants_tls:
+        if opts.tls_cert is not None or opts.tls_key is not None:
+            raise ConfigError(
+                "--tls-cert/--tls-key need a tls:// listener (--listen tls://HOST:PORT)"
+            )
+        return None
+    if opts.tls_cert is None or opts.tls_key is None:
+        raise ConfigError("a tls:// listener needs --tls-cert and --tls-key")
+    if engine != "sansio":
+        raise ConfigError("tls:// needs the sansio engine (--engine sansio)")
+    from .tls import server_context
+
+    return server_context(opts.tls_cert, opts.tls_key)
+
+
 def _gate_settings(opts: ServeOptions) -> GateSettings:
     from .gate import GateSettings
 
@@ -109,6 +127,8 @@ class ServerConfig:
     ssh: SSHSettings
     gate: GateSettings
     warnings: list[str] = field(default_factory=list)
+    #: The TLS context of the ``tls://`` listeners (None without one).
+    tls: ssl.SSLContext | None = None
     #: ``--allow-dest`` / ``--deny-dest``: what tunnels may reach.
     dest_policy: DestinationPolicy = field(default_factory=DestinationPolicy)
 
@@ -131,6 +151,7 @@ class ServerConfig:
             listen.append(target)
         if not listen:
             raise ConfigError("--listen: at least one address is needed")
+        tls_ctx = _server_tls(opts, listen, engine)
         state_dir = Path(opts.state_dir) if opts.state_dir else keys.default_state_dir()
         warnings: list[str] = []
         try:
@@ -163,6 +184,7 @@ class ServerConfig:
             ssh=ssh,
             gate=gate,
             warnings=warnings,
+            tls=tls_ctx,
             dest_policy=dest_policy,
         )
 
@@ -187,6 +209,9 @@ class ClientConfig:
     engine: str
     ssh: SSHSettings
     connect_timeout: float
+    #: For a ``tls://`` target: the context and the SNI / name to verify.
+    tls: ssl.SSLContext | None
+    tls_server_name: str | None
     reconnect: bool
     reconnect_delay: float
     reconnect_max_delay: float
@@ -209,6 +234,15 @@ class ClientConfig:
             target = parse_target(opts.target)
         except RemoteProtocolError as e:
             raise ConfigError(e.msg) from None
+        tls_ctx = None
+        if target.scheme == "tls":
+            if engine != "sansio":
+                raise ConfigError("tls:// needs the sansio engine (--engine sansio)")
+            from .tls import client_context
+
+            tls_ctx = client_context(opts.tls_ca)
+        elif opts.tls_ca is not None or opts.tls_server_name is not None:
+            raise ConfigError("--tls-ca/--tls-server-name need a tls:// target")
         username = opts.user or target.user or getpass.getuser()
         identity_src: KeySource = opts.identity or os.path.expanduser("~/.ssh/id_ed25519")
         try:
@@ -259,6 +293,8 @@ class ClientConfig:
             engine=engine,
             ssh=ssh,
             connect_timeout=opts.connect_timeout,
+            tls=tls_ctx,
+            tls_server_name=opts.tls_server_name or (target.host if tls_ctx else None),
             reconnect=opts.reconnect,
             reconnect_delay=float(opts.reconnect_delay),
             reconnect_max_delay=float(opts.reconnect_max_delay),

@@ -48,6 +48,9 @@ class ServeOptions:
     cert_authority: Sequence[KeySource] = ()
     #: Let ``-R`` forwards bind non-loopback addresses.
     allow_remote_bind: bool = False
+    #: For ``tls://`` listeners: the certificate chain and its key (PEM files).
+    tls_cert: str | os.PathLike[str] | None = None
+    tls_key: str | os.PathLike[str] | None = None
     #: Destination patterns a tunnel may reach (``10.0.0.0/8``, ``*.internal:443``,
     #: ``[2001:db8::/32]:1-1023``); if any is given, every destination must match one.
     allow_dest: Sequence[str] = ()
@@ -109,6 +112,10 @@ class ConnectOptions:
     #: Keepalive after this many seconds of silence; dead after ``keepalive_count`` more.
     keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL
     keepalive_count: int = DEFAULT_KEEPALIVE_COUNT
+    #: For a ``tls://`` target: CA certificates to trust instead of the system roots.
+    tls_ca: str | os.PathLike[str] | None = None
+    #: For a ``tls://`` target: the SNI and the name to verify (default: the host).
+    tls_server_name: str | None = None
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     #: Reconnect after a lost session (listeners stay open meanwhile).
     reconnect: bool = True

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -29,6 +30,7 @@ from ..ssh.forwarding import (
     retry_remote,
 )
 from ..ssh.paramiko_engine import ParamikoClientSession
+from ..tls import handshake_error
 from .drain import Drain, wait_for_stop
 from .pump import pump
 from .server import DialError, dial, tcp_connect
@@ -65,7 +67,17 @@ async def _establish(cfg: ClientConfig) -> tuple[e.ClientSession, asyncio.Task[N
                     host_keys=cfg.host_keys,
                     settings=cfg.ssh,
                 )
-                reader, writer = await asyncio.open_connection(sock=raw, limit=1024 * 1024)
+                if cfg.tls is not None:
+                    name = cfg.tls_server_name or target.host
+                    try:
+                        reader, writer = await asyncio.open_connection(
+                            sock=raw, limit=1024 * 1024, ssl=cfg.tls, server_hostname=name
+                        )
+                    except (ssl.SSLError, OSError) as exc:
+                        raw.close()
+                        raise ConnectError(handshake_error(exc, name)) from None
+                else:
+                    reader, writer = await asyncio.open_connection(sock=raw, limit=1024 * 1024)
                 pumping = asyncio.ensure_future(pump(reader, writer, session))
                 try:
                     return await wait_pending(session.ready), pumping

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import signal
 import socket
+import ssl
 import threading
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
@@ -116,6 +117,28 @@ async def dial(
 
 class DialError(Exception):
     pass
+
+
+async def _accepted_streams(
+    raw: socket.socket, tls: ssl.SSLContext | None, timeout: float
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Streams over an accepted socket; with ``tls``, after the server-side handshake."""
+    if tls is None:
+        return await asyncio.open_connection(sock=raw, limit=1024 * 1024)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1024 * 1024, loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport, _ = await loop.connect_accepted_socket(
+        lambda: protocol, sock=raw, ssl=tls, ssl_handshake_timeout=timeout
+    )
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+
+def _tls_why(exc: BaseException) -> str:
+    """Why a server-side TLS handshake failed, in a few words (peer input: no details)."""
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason).lower().replace("_", " ")
+    return "connection closed"
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -327,12 +350,20 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
     loop = asyncio.get_running_loop()
     sessions = server._handlers
 
-    async def handle(raw: socket.socket, peer: tuple[str, int]) -> None:
+    async def handle(raw: socket.socket, peer: tuple[str, int], tls: ssl.SSLContext | None) -> None:
         log.info("connection from src=%s port=%d", *peer)
         if engine.pumped:
+            try:
+                reader, writer = await _accepted_streams(raw, tls, opts.auth_timeout)
+            except (ssl.SSLError, OSError, TimeoutError) as exc:
+                why = "timed out" if isinstance(exc, TimeoutError) else _tls_why(exc)
+                what = "TLS handshake" if tls is not None else "connection set-up"
+                log.info("%s failed src=%s port=%d: %s", what, *peer, why)
+                raw.close()
+                server.gate.release(peer)
+                return
             session = engine.accept(None, peer)
             assert isinstance(session, ByteSession)
-            reader, writer = await asyncio.open_connection(sock=raw, limit=1024 * 1024)
             pumping = asyncio.ensure_future(pump(reader, writer, session))
             try:
                 await _Session(session, peer, server, opts).run()
@@ -354,7 +385,7 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
             return
         await _Session(session, peer, server, opts).run()
 
-    async def accept_loop(listener: socket.socket) -> None:
+    async def accept_loop(listener: socket.socket, tls: ssl.SSLContext | None) -> None:
         while True:
             try:
                 raw, addr = await loop.sock_accept(listener)
@@ -366,11 +397,14 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
             if not server.gate.admit(peer, loop.time()):
                 raw.close()  # banned or over the pre-auth caps: before any banner
                 continue
-            task = asyncio.ensure_future(guarded("session", handle(raw, peer)))
+            task = asyncio.ensure_future(guarded("session", handle(raw, peer, tls)))
             sessions.add(task)
             task.add_done_callback(sessions.discard)
 
-    acceptors = [asyncio.ensure_future(accept_loop(sock)) for sock in listeners]
+    acceptors = [
+        asyncio.ensure_future(accept_loop(sock, config.tls if t.scheme == "tls" else None))
+        for sock, t in zip(listeners, config.listen, strict=True)
+    ]
     server._acceptors = acceptors
     sighup = _reload_on_sighup(loop, config)
     try:

@@ -35,6 +35,7 @@ from ..ssh.forwarding import (
     retry_remote,
 )
 from ..ssh.paramiko_engine import ParamikoClientSession
+from ..tls import handshake_error
 from .drain import Drain, wait_for_stop
 from .pump import pump
 from .streams import ChannelStream, reset, splice
@@ -56,6 +57,16 @@ async def _establish(cfg: ClientConfig, nursery: trio.Nursery) -> e.ClientSessio
             except OSError as exc:
                 raise ConnectError(f"cannot connect to {target.hostport()}: {_why(exc)}") from None
             if cfg.engine == "sansio":
+                ssh_stream: trio.abc.Stream = stream
+                if cfg.tls is not None:
+                    name = cfg.tls_server_name or target.host
+                    tls_stream = trio.SSLStream(stream, cfg.tls, server_hostname=name)
+                    try:
+                        await tls_stream.do_handshake()
+                    except trio.BrokenResourceError as exc:
+                        await trio.aclose_forcefully(stream)
+                        raise ConnectError(handshake_error(exc, name)) from None
+                    ssh_stream = tls_stream
                 session = sansio_engine.connect_client(
                     host=target.host,
                     port=target.port,
@@ -65,7 +76,7 @@ async def _establish(cfg: ClientConfig, nursery: trio.Nursery) -> e.ClientSessio
                     host_keys=cfg.host_keys,
                     settings=cfg.ssh,
                 )
-                nursery.start_soon(pump, stream, session)
+                nursery.start_soon(pump, ssh_stream, session)
                 try:
                     return await wait_pending(session.ready)
                 except BaseException:

@@ -1,5 +1,6 @@
 """Carry a :class:`ByteSession`'s bytes between a trio socket stream and the engine.
 
+Any byte stream will do: a TCP socket, or TLS over one (``tls://``).
 One task reads (large reads, fed straight in), one writes what the engine
 queued and fires its timer; the engine's clock is ``time.monotonic()``.
 Writes are bounded by the socket: the writer awaits ``send_all`` before taking
@@ -19,7 +20,7 @@ from .wake import Notifier
 READ_SIZE = 256 * 1024
 
 
-async def pump(stream: trio.SocketStream, session: ByteSession) -> None:
+async def pump(stream: trio.abc.Stream, session: ByteSession) -> None:
     notifier = Notifier()
     session.set_output_waker(notifier.wake)
 
@@ -61,5 +62,6 @@ async def pump(stream: trio.SocketStream, session: ByteSession) -> None:
             nursery.start_soon(writer, nursery.cancel_scope)
     finally:
         session.set_output_waker(None)
-        with trio.CancelScope(shield=True):
+        # Bounded even for TLS, whose close_notify could wait on a stuck peer.
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + 5):
             await stream.aclose()

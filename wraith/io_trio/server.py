@@ -13,6 +13,7 @@ import logging
 import math
 import signal
 import socket
+import ssl
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -73,6 +74,14 @@ class Server:
         name = await wait_for_stop()
         log.info("%s received", name)
         await self.shutdown(shutdown_timeout)
+
+
+def _tls_why(exc: BaseException) -> str:
+    """Why a server-side TLS handshake failed, in a few words (peer input: no details)."""
+    cause = exc.__cause__
+    if isinstance(cause, ssl.SSLError) and cause.reason:
+        return str(cause.reason).lower().replace("_", " ")
+    return "connection closed"
 
 
 def _dial_error(exc: BaseException) -> str:
@@ -300,7 +309,9 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
     addresses = [(str(s.getsockname()[0]), int(s.getsockname()[1])) for s in listeners]
     server = Server(addresses=addresses, config=config, gate=Gate(config.gate))
 
-    async def accept_loop(listener: trio.socket.SocketType, nursery: trio.Nursery) -> None:
+    async def accept_loop(
+        listener: trio.socket.SocketType, tls: ssl.SSLContext | None, nursery: trio.Nursery
+    ) -> None:
         scope = trio.CancelScope()
         server._accepting.append(scope)
         with scope, listener:  # a shutdown cancels the scope: the listener closes
@@ -315,26 +326,43 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
                 if not server.gate.admit(peer, trio.current_time()):
                     conn.close()  # banned or over the pre-auth caps: before any banner
                     continue
-                nursery.start_soon(guarded, "session", counted, conn, peer)
+                nursery.start_soon(guarded, "session", counted, conn, peer, tls)
 
-    async def counted(conn: trio.socket.SocketType, peer: tuple[str, int]) -> None:
+    async def counted(
+        conn: trio.socket.SocketType, peer: tuple[str, int], tls: ssl.SSLContext | None
+    ) -> None:
         if not server._handlers:
             server._handlers_done = trio.Event()
         server._handlers += 1
         try:
-            await handle(conn, peer)
+            await handle(conn, peer, tls)
         finally:
             server._handlers -= 1
             if not server._handlers:
                 server._handlers_done.set()
 
-    async def handle(conn: trio.socket.SocketType, peer: tuple[str, int]) -> None:
+    async def handle(
+        conn: trio.socket.SocketType, peer: tuple[str, int], tls: ssl.SSLContext | None
+    ) -> None:
         log.info("connection from src=%s port=%d", *peer)
         if engine.pumped:
+            stream: trio.abc.Stream = trio.SocketStream(conn)
+            if tls is not None:
+                tls_stream = trio.SSLStream(stream, tls, server_side=True)
+                try:
+                    with trio.fail_after(opts.auth_timeout):
+                        await tls_stream.do_handshake()
+                except (trio.TooSlowError, trio.BrokenResourceError) as exc:
+                    why = "timed out" if isinstance(exc, trio.TooSlowError) else _tls_why(exc)
+                    log.info("TLS handshake failed src=%s port=%d: %s", *peer, why)
+                    server.gate.release(peer)
+                    await trio.aclose_forcefully(stream)
+                    return
+                stream = tls_stream
             session = engine.accept(None, peer)
             assert isinstance(session, ByteSession)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(pump, trio.SocketStream(conn), session)
+                nursery.start_soon(pump, stream, session)
                 await _Session(session, peer, server, opts).run()
                 # Let the pump flush the DISCONNECT, but not forever.
                 nursery.cancel_scope.deadline = trio.current_time() + 2
@@ -351,8 +379,9 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
 
     with single_errors():
         async with trio.open_nursery() as nursery:
-            for listener in listeners:
-                nursery.start_soon(accept_loop, listener, nursery)
+            for listener, target in zip(listeners, config.listen, strict=True):
+                tls = config.tls if target.scheme == "tls" else None
+                nursery.start_soon(accept_loop, listener, tls, nursery)
             await nursery.start(_reload_on_sighup, config)
             try:
                 yield server

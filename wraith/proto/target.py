@@ -1,9 +1,9 @@
 """Parse ``wraith connect`` targets and ``--listen`` URLs.
 
 A target is ``[user@]host[:port]`` or ``SCHEME://[user@]host[:port]``; IPv6
-literals go in brackets (``[::1]:2222``).  Only the ``tcp`` scheme exists so
-far; later transports (tls, quic, iroh) add theirs here, so the CLI and the
-library agree on one grammar.
+literals go in brackets (``[::1]:2222``).  Schemes: ``tcp`` (the default;
+port 2222) and ``tls`` (SSH inside TLS; port 443).  Later transports (quic,
+iroh) add theirs here, so the CLI and the library agree on one grammar.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from .errors import RemoteProtocolError
 
 DEFAULT_PORT = 2222
-SCHEMES = ("tcp",)
+SCHEMES = ("tcp", "tls")
+#: The port a scheme implies when the target names none.
+SCHEME_PORTS = {"tcp": DEFAULT_PORT, "tls": 443}
 
 
 class TargetError(RemoteProtocolError):
@@ -38,7 +40,7 @@ class Target:
 
 
 def parse_target(
-    text: str, *, default_port: int = DEFAULT_PORT, allow_user: bool = True, listen: bool = False
+    text: str, *, default_port: int | None = None, allow_user: bool = True, listen: bool = False
 ) -> Target:
     """Parse ``[scheme://][user@]host[:port]``; ``listen`` allows port 0 (pick a free port)."""
     original = text
@@ -62,7 +64,7 @@ def parse_target(
             raise TargetError(f"invalid target {original!r}: empty user name")
     if text.endswith("/"):
         text = text[:-1]
-    port = default_port
+    port = default_port if default_port is not None else SCHEME_PORTS[scheme]
     if text.startswith("["):
         end = text.find("]")
         if end < 0:

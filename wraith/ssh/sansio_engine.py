@@ -189,7 +189,7 @@ class _Engine(ByteSession):
 
     # ByteSession ------------------------------------------------------------------
 
-    def receive_data(self, data: bytes, now: float) -> None:
+    def receive_data(self, data: bytes | bytearray, now: float) -> None:
         if data:
             self._last_heard = now
             self._unanswered = 0
