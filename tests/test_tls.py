@@ -152,45 +152,47 @@ def test_tunnels_work_inside_tls(
     backend: str, tmp_path: Path, keys: Keys, pki: Pki, echo: EchoServer, http_server: HttpServer
 ) -> None:
     server = tls_server(backend, tmp_path, keys, pki)
-    port = tls_port(server)
-    tls_target = WraithServer(server.proc, port, server.fingerprint)
-    # The port in tls_target.target is the TLS one; connect by name, so SNI is "localhost".
-    client = start_client(
-        backend,
-        tls_target,
-        keys.client,
-        args=[
-            "-D",
-            "127.0.0.1:0",
-            "-L",
-            f"127.0.0.1:0:127.0.0.1:{echo.port}",
-            "--tls-ca",
-            str(pki.ca),
-        ],
-        env=clean_env(WRAITH_ENGINE="sansio", WRAITH_TARGET=""),
-        target=f"tls://localhost:{port}",
-    )
     try:
-        payload = pattern_bytes(4 * 1024 * 1024, seed=11)
-        assert echo_roundtrip(client.local_ports[0], payload) == payload
-        (http_server.root / "t.txt").write_text("inside tls")
-        out = subprocess.run(
-            [
-                "curl",
-                "-sS",
-                "--max-time",
-                "30",
-                "--socks5-hostname",
-                f"127.0.0.1:{client.socks_port}",
-                f"http://localhost:{http_server.port}/t.txt",
+        port = tls_port(server)
+        tls_target = WraithServer(server.proc, port, server.fingerprint)
+        # Connect by name, so the SNI is "localhost".
+        client = start_client(
+            backend,
+            tls_target,
+            keys.client,
+            args=[
+                "-D",
+                "127.0.0.1:0",
+                "-L",
+                f"127.0.0.1:0:127.0.0.1:{echo.port}",
+                "--tls-ca",
+                str(pki.ca),
             ],
-            capture_output=True,
-            text=True,
-            timeout=60,
+            env=clean_env(WRAITH_ENGINE="sansio", WRAITH_TARGET=""),
+            target=f"tls://localhost:{port}",
         )
-        assert out.stdout == "inside tls", out.stderr
+        try:
+            payload = pattern_bytes(4 * 1024 * 1024, seed=11)
+            assert echo_roundtrip(client.local_ports[0], payload) == payload
+            (http_server.root / "t.txt").write_text("inside tls")
+            out = subprocess.run(
+                [
+                    "curl",
+                    "-sS",
+                    "--max-time",
+                    "30",
+                    "--socks5-hostname",
+                    f"127.0.0.1:{client.socks_port}",
+                    f"http://localhost:{http_server.port}/t.txt",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert out.stdout == "inside tls", out.stderr
+        finally:
+            client.proc.stop()
     finally:
-        client.proc.stop()
         server.proc.stop()
 
 
@@ -200,9 +202,9 @@ def test_certificate_problems_are_clear_errors(
     backend: str, tmp_path: Path, keys: Keys, pki: Pki
 ) -> None:
     server = tls_server(backend, tmp_path, keys, pki)
-    port = tls_port(server)
     common = ["--backend", backend, "-i", str(keys.client), "--host-key-fingerprint"]
     try:
+        port = tls_port(server)
         cases = [
             (["--tls-ca", str(pki.other_ca)], f"tls://localhost:{port}", "not trusted"),
             (
@@ -232,8 +234,8 @@ def test_ssh_runs_directly_inside_tls_1_2_and_1_3(
 ) -> None:
     """A plain TLS client (either version) finds the SSH banner right inside TLS."""
     server = tls_server(backend, tmp_path, keys, pki)
-    port = tls_port(server)
     try:
+        port = tls_port(server)
         ctx = ssl.create_default_context(cafile=str(pki.ca))
         ctx.minimum_version = ctx.maximum_version = getattr(ssl.TLSVersion, version)
         with (
