@@ -24,6 +24,7 @@ import pytest
 import wraith.proto.destpolicy
 import wraith.proto.forwards
 import wraith.proto.names
+import wraith.proto.sniff
 import wraith.proto.socks5
 import wraith.proto.ssh.cipher
 import wraith.proto.ssh.connection
@@ -39,6 +40,7 @@ HARNESSES = [
     "fuzz_forwards",
     "fuzz_names",
     "fuzz_destpolicy",
+    "fuzz_sniff",
     "fuzz_target",
     "fuzz_ssh_userauth",
     "fuzz_ssh_connection",
