@@ -8,18 +8,26 @@ process on loopback: Wraith's client and server (``wraith connect -D`` and
 ``wraith serve``) on trio and on asyncio, and OpenSSH's ``ssh -N -D`` against a
 private ``sshd``, for each cipher asked for (``--ciphers``; aes128-gcm and
 chacha20-poly1305 by default; paramiko has no chacha20-poly1305, so its rows
-are aes-gcm only).  Rounds alternate between the tunnels so that drift on a
-shared machine hits them alike; the table shows the median MB/s and the ratio
-to OpenSSH with the same cipher.  Absolute numbers drift on shared machines; ratios
+are aes-gcm only).  With ``--tls`` (the default) the same comparison runs with
+SSH inside TLS: Wraith's ``tls://`` transport (``serve --listen tls://...``,
+``connect tls://... --tls-ca``; Sans-IO engine, aes128-gcm) against OpenSSH
+through two stunnel4 processes (``ssh`` -> client-mode stunnel -> TLS ->
+server-mode stunnel -> ``sshd``), with a throwaway CA and server certificate
+made in the temporary directory.  Rounds alternate between the tunnels so that
+drift on a shared machine hits them alike; the table shows the median MB/s and
+the ratio to OpenSSH over the same transport with the same cipher (the ``/tls``
+rows to ``openssh/tls``).  Absolute numbers drift on shared machines; ratios
 hold.  Timing is reported, never asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import getpass
 import json
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -40,9 +48,17 @@ SHORT = {AES: "", "aes256-gcm@openssh.com": "/aes256", CHACHA: "/chacha20"}
 ENGINE_CIPHERS = {"sansio": ALL_CIPHERS, "paramiko": ALL_CIPHERS[:2]}
 
 
-def tunnel_name(base: str, cipher: str) -> str:
-    """``openssh``, ``wraith-trio-sansio``; other ciphers than aes128-gcm get a suffix."""
-    return base + SHORT[cipher]
+def tunnel_name(base: str, cipher: str, tls: bool = False) -> str:
+    """``openssh``, ``wraith-trio-sansio``; other ciphers than aes128-gcm get a suffix.
+
+    SSH inside TLS (always aes128-gcm) is ``openssh/tls``, ``wraith-trio-sansio/tls``.
+    """
+    return base + (TLS_SUFFIX if tls else SHORT[cipher])
+
+
+TLS_SUFFIX = "/tls"
+#: The name on the throwaway server certificate (SNI and the name checked).
+TLS_SERVER_NAME = "wraith-bench.test"
 
 
 CHUNK = 1 << 20
@@ -138,14 +154,120 @@ def measure(socks_port: int, endpoint_port: int, direction: str, nbytes: int) ->
     return nbytes / MB / elapsed
 
 
+# --- TLS: a throwaway CA and server certificate, stunnel ----------------------
+
+
+def make_pki(work: Path) -> tuple[Path, Path, Path]:
+    """(CA certificate, server chain, server key), PEM, for ``TLS_SERVER_NAME``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    now = datetime.datetime.now(datetime.UTC)
+    start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("Wraith bench CA"))
+        .issuer_name(name("Wraith bench CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name(TLS_SERVER_NAME))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(TLS_SERVER_NAME)]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.OID_SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    paths = work / "tls-ca.pem", work / "tls-cert.pem", work / "tls-key.pem"
+    paths[0].write_bytes(ca.public_bytes(pem))
+    paths[1].write_bytes(cert.public_bytes(pem) + ca.public_bytes(pem))  # leaf, then CA
+    paths[2].write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    paths[2].chmod(0o600)
+    return paths
+
+
+def stunnel_binary() -> str:
+    found = shutil.which("stunnel4") or shutil.which("stunnel")
+    if found is None:
+        raise RuntimeError("stunnel4 not found (apt-get install stunnel4), or pass --no-tls")
+    return found
+
+
+def stunnel_version() -> str:
+    """``stunnel 5.68`` (with its OpenSSL), from ``stunnel -version`` (it prints on stderr)."""
+    out = subprocess.run(
+        [stunnel_binary(), "-version"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    text = out.stdout + out.stderr
+    version = re.search(r"^stunnel (\S+)", text, re.M)
+    openssl = re.search(r"^Running\s+with OpenSSL (\S+)", text, re.M)
+    return f"stunnel {version[1] if version else '(version unknown)'}" + (
+        f" (OpenSSL {openssl[1]})" if openssl else ""
+    )
+
+
+def stunnel_config(log: Path, service: dict[str, str]) -> str:
+    """A foreground stunnel configuration with one service.
+
+    Tuned for an honest comparison: logging at ``warning`` (no per-connection
+    lines, no debug), Nagle off on both sockets (as trio and asyncio do for
+    Wraith's sockets), an immediate close, OpenSSL's default TLS versions and
+    cipher suites (as Wraith's ``ssl`` contexts use).
+    """
+    lines = ["foreground = yes", "pid =", f"output = {log}", "debug = warning", "", "[ssh]"]
+    lines += [f"{k} = {v}" for k, v in service.items()]
+    lines += ["socket = l:TCP_NODELAY=1", "socket = r:TCP_NODELAY=1", "TIMEOUTclose = 0", ""]
+    return "\n".join(lines)
+
+
 # --- tunnels --------------------------------------------------------------------
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def _wait_port(
+    port: int, proc: subprocess.Popen[bytes], timeout: float = 30, log: Path | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
+            why = f": {log.read_text(errors='replace')[-2000:]}" if log and log.exists() else ""
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}{why}")
         try:
             socket.create_connection((LOOPBACK, port), timeout=1).close()
             return
@@ -165,6 +287,9 @@ class Bench:
         self.work = work
         self.procs: list[subprocess.Popen[bytes]] = []
         self.tunnels: dict[str, int] = {}  # name -> SOCKS port
+        self.sshd_port = 0
+        self.known = work / "known_hosts"
+        self.pki: tuple[Path, Path, Path] | None = None
         subprocess.run(
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / "id")], check=True
         )
@@ -198,12 +323,62 @@ class Bench:
         os.makedirs("/run/sshd", exist_ok=True)
         p = self.spawn([sshd, "-D", "-e", "-f", str(cfg)])
         _wait_port(port, p)
-        known = self.work / "known_hosts"
-        known.write_text(f"[{LOOPBACK}]:{port} {(self.work / 'hostkey.pub').read_text()}")
+        self.sshd_port = port
+        self._trust_host_key(port)
         for cipher in ciphers:
-            self._add_ssh(port, known, cipher)
+            self._add_ssh(port, cipher, tunnel_name("openssh", cipher))
 
-    def _add_ssh(self, port: int, known: Path, cipher: str) -> None:
+    def _trust_host_key(self, port: int) -> None:
+        with self.known.open("a") as f:
+            f.write(f"[{LOOPBACK}]:{port} {(self.work / 'hostkey.pub').read_text()}")
+
+    def add_openssh_tls(self) -> None:
+        """``openssh/tls``: ssh -> stunnel (client) -> TLS -> stunnel (server) -> sshd.
+
+        Needs ``add_openssh`` first (the same ``sshd``).
+        """
+        assert self.sshd_port, "add_openssh first"
+        ca, cert, key = self.tls_pki()
+        stunnel = stunnel_binary()
+        server_port, client_port = _free_port(), _free_port()
+        for role, service, port in (
+            (
+                "server",
+                {
+                    "accept": f"{LOOPBACK}:{server_port}",
+                    "connect": f"{LOOPBACK}:{self.sshd_port}",
+                    "cert": str(cert),
+                    "key": str(key),
+                },
+                server_port,
+            ),
+            (
+                "client",
+                {
+                    "client": "yes",
+                    "accept": f"{LOOPBACK}:{client_port}",
+                    "connect": f"{LOOPBACK}:{server_port}",
+                    "sni": TLS_SERVER_NAME,
+                    "CAfile": str(ca),
+                    "verifyChain": "yes",
+                    "checkHost": TLS_SERVER_NAME,
+                },
+                client_port,
+            ),
+        ):
+            log = self.work / f"stunnel-{role}.log"
+            conf = self.work / f"stunnel-{role}.conf"
+            conf.write_text(stunnel_config(log, service))
+            _wait_port(port, self.spawn([stunnel, str(conf)]), log=log)
+        self._trust_host_key(client_port)
+        self._add_ssh(client_port, AES, tunnel_name("openssh", AES, tls=True))
+
+    def tls_pki(self) -> tuple[Path, Path, Path]:
+        if self.pki is None:
+            self.pki = make_pki(self.work)
+        return self.pki
+
+    def _add_ssh(self, port: int, cipher: str, name: str) -> None:
         socks = _free_port()
         p = self.spawn(
             [
@@ -222,7 +397,7 @@ class Bench:
                 "-o",
                 "BatchMode=yes",
                 "-o",
-                f"UserKnownHostsFile={known}",
+                f"UserKnownHostsFile={self.known}",
                 "-o",
                 "StrictHostKeyChecking=yes",
                 "-p",
@@ -231,11 +406,20 @@ class Bench:
             ]
         )
         _wait_port(socks, p)
-        self.tunnels[tunnel_name("openssh", cipher)] = socks
+        self.tunnels[name] = socks
 
-    def add_wraith(self, backend: str, engine: str, cipher: str) -> None:
+    def add_wraith(self, backend: str, engine: str, cipher: str, tls: bool = False) -> None:
+        """A Wraith server and client; with ``tls``, SSH inside TLS (``tls://``)."""
         port = _free_port()
         wraith = [sys.executable, "-m", "wraith"]
+        listen, target = f"tcp://{LOOPBACK}:{port}", f"{LOOPBACK}:{port}"
+        tls_serve: list[str] = []
+        tls_connect: list[str] = []
+        if tls:
+            ca, cert, key = self.tls_pki()
+            listen = target = f"tls://{LOOPBACK}:{port}"
+            tls_serve = ["--tls-cert", str(cert), "--tls-key", str(key)]
+            tls_connect = ["--tls-ca", str(ca), "--tls-server-name", TLS_SERVER_NAME]
         p = self.spawn(
             [
                 *wraith,
@@ -245,7 +429,8 @@ class Bench:
                 "--engine",
                 engine,
                 "--listen",
-                f"tcp://{LOOPBACK}:{port}",
+                listen,
+                *tls_serve,
                 "--host-key",
                 str(self.work / "hostkey"),
                 "--authorized-keys",
@@ -276,13 +461,14 @@ class Bench:
                 fp,
                 "--ciphers",
                 cipher,
+                *tls_connect,
                 "-D",
                 f"{LOOPBACK}:{socks}",
-                f"{LOOPBACK}:{port}",
+                target,
             ]
         )
         _wait_port(socks, p)
-        self.tunnels[tunnel_name(f"wraith-{backend}-{engine}", cipher)] = socks
+        self.tunnels[tunnel_name(f"wraith-{backend}-{engine}", cipher, tls)] = socks
 
     def close(self) -> None:
         for p in reversed(self.procs):
@@ -301,6 +487,7 @@ def run(
     say: Callable[[str], None],
     engines: tuple[str, ...] = ("sansio", "paramiko"),
     ciphers: tuple[str, ...] = (AES, CHACHA),
+    tls: bool = True,
 ) -> dict[str, object]:
     work = Path(tempfile.mkdtemp(prefix="wraith-bench-"))
     port_file = work / "endpoint.port"
@@ -326,6 +513,15 @@ def run(
                     bench.add_wraith(backend, engine, cipher)
                     name = tunnel_name(f"wraith-{backend}-{engine}", cipher)
                     baseline[name] = tunnel_name("openssh", cipher)
+        if tls:
+            # SSH inside TLS, aes128-gcm, each row against OpenSSH through stunnel.
+            tls_base = tunnel_name("openssh", AES, tls=True)
+            bench.add_openssh_tls()
+            baseline[tls_base] = tls_base
+            if "sansio" in engines:  # tls:// is the Sans-IO engine's only
+                for backend in backends:
+                    bench.add_wraith(backend, "sansio", AES, tls=True)
+                    baseline[tunnel_name(f"wraith-{backend}-sansio", AES, tls=True)] = tls_base
         nbytes = size_mb * MB
         results: dict[str, dict[str, list[float]]] = {
             name: {"up": [], "down": []} for name in bench.tunnels
@@ -346,6 +542,7 @@ def run(
             "size_mb": size_mb,
             "rounds": rounds,
             "ciphers": list(ciphers),
+            "tls": stunnel_version() if tls else None,
             "machine": f"{os.cpu_count()} cores, {sys.version.split()[0]}",
             "results": {},
         }
@@ -369,6 +566,11 @@ def render(table: dict[str, object]) -> str:
         f"single-stream SOCKS5 throughput, {table['size_mb']} MB per transfer, "
         f"median of {table['rounds']}, {table['machine']}; "
         "ratios are to OpenSSH with the same cipher (no suffix: aes128-gcm)",
+        *(
+            [f"/tls rows: SSH (aes128-gcm) inside TLS; OpenSSH through {table['tls']}"]
+            if table.get("tls")
+            else []
+        ),
         f"{'tunnel':34} {'up MB/s':>9} {'x OpenSSH':>10} {'down MB/s':>10} {'x OpenSSH':>10}",
     ]
     results = table["results"]
@@ -377,6 +579,11 @@ def render(table: dict[str, object]) -> str:
         lines.append(
             f"{name:34} {row['up']['median_mbps']:9.1f} {row['up']['ratio']:10.2f} "
             f"{row['down']['median_mbps']:10.1f} {row['down']['ratio']:10.2f}"
+        )
+    if any(str(name).endswith(TLS_SUFFIX) for name in results):
+        lines.append(
+            f"(/tls rows: 'x OpenSSH' is relative to {tunnel_name('openssh', AES, tls=True)}, "
+            "OpenSSH through stunnel, not to plain openssh)"
         )
     return "\n".join(lines)
 
@@ -394,6 +601,13 @@ def main() -> int:
         default=f"{AES},{CHACHA}",
         help=f"comma-separated ciphers, each measured (default {AES},{CHACHA})",
     )
+    p.add_argument(
+        "--tls",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure SSH inside TLS: Wraith's tls:// (Sans-IO, aes128-gcm) against "
+        "OpenSSH through stunnel4 (default: on)",
+    )
     p.add_argument("--json", metavar="FILE", help="also write the table as JSON")
     p.add_argument("--endpoint", metavar="PORTFILE", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -407,6 +621,7 @@ def main() -> int:
         lambda m: print(m, file=sys.stderr, flush=True),
         tuple(args.engines.split(",")),
         tuple(args.ciphers.split(",")),
+        args.tls,
     )
     print(render(table), flush=True)
     if args.json:

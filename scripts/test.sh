@@ -11,6 +11,8 @@ APT_PACKAGES=(
   microsocks dante-server tinyproxy
   fail2ban pebble
   procps iproute2
+  nginx-light
+  stunnel4
 )
 
 if [ "${WRAITH_TEST_SKIP_INSTALL:-0}" != "1" ]; then

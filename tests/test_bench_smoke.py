@@ -42,9 +42,16 @@ def test_bench_smoke(tmp_path: Path) -> None:
         "openssh/chacha20",
         "wraith-trio-sansio/chacha20",
         "wraith-asyncio-sansio/chacha20",
+        "openssh/tls",
+        "wraith-trio-sansio/tls",
+        "wraith-asyncio-sansio/tls",
     }
     assert table["results"]["wraith-trio-sansio/chacha20"]["baseline"] == "openssh/chacha20"
+    for name in ("openssh/tls", "wraith-trio-sansio/tls", "wraith-asyncio-sansio/tls"):
+        assert table["results"][name]["baseline"] == "openssh/tls"
+    assert table["tls"].startswith("stunnel ")
     for row in table["results"].values():
         for direction in ("up", "down"):
             assert row[direction]["median_mbps"] > 0
     assert "x OpenSSH" in out.stdout
+    assert "relative to openssh/tls" in out.stdout

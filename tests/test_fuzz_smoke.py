@@ -30,6 +30,7 @@ import wraith.proto.ssh.cipher
 import wraith.proto.ssh.connection
 import wraith.proto.ssh.transport
 import wraith.proto.ssh.userauth
+import wraith.proto.stealth
 import wraith.proto.target  # noqa: F401
 from wraith.proto.socks5 import AddressType, Connected, ConnectRequest
 
@@ -41,11 +42,13 @@ HARNESSES = [
     "fuzz_names",
     "fuzz_destpolicy",
     "fuzz_sniff",
+    "fuzz_proxyproto",
     "fuzz_target",
     "fuzz_ssh_userauth",
     "fuzz_ssh_connection",
     "fuzz_ssh_packets",
     "fuzz_ssh_transport",
+    "fuzz_stealth",
 ]
 TRAILER = b"payload"
 
@@ -76,6 +79,15 @@ DEST_POLICIES = [
     "x\x00\x00",
     "LocalHost.\x00localhost:1-1000\x00db?.x",
 ]
+# fuzz_stealth: mode byte, cut byte, then what follows its prefix for that mode.
+STEALTH_INPUTS = [
+    b"\x01\x10Host: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\nSSH-2.0-x\r\n",
+    b"\x00\x05GET / HTTP/1.1\r\nHost: example.com\r\n\r\n",
+    b"\x03\x07Upgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Accept: Bz3qJYTGdOe8gUSpLosEdiLKDrk=\r\n\r\nSSH-2.0-s\r\n",
+    b"\x02\x03HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+]
 
 
 def load(name: str) -> ModuleType:
@@ -99,6 +111,7 @@ def seeds() -> list[bytes]:
         + [b"\x01\xbb" + h.encode() for h in HOSTS]
         + [bytes([i]) + t.encode() for i, t in enumerate(TARGETS)]
         + [b"\x01\xbb" + p.encode() for p in DEST_POLICIES]
+        + STEALTH_INPUTS
     )
 
 

@@ -106,7 +106,13 @@ def test_client_survives_a_server_restart(
             recv_exact(sock, 4 * MB)
             lost_at = len(client.proc.stderr)
             server.proc.kill()
-            assert _read_until_end(sock, 30) == "reset"
+            try:
+                end = _read_until_end(sock, 30)
+            except TimeoutError:
+                raise AssertionError(
+                    "the cut -L connection neither reset nor ended\n" + client.proc.output()
+                ) from None
+            assert end == "reset"
         wait_line(client.proc, r"SSH session lost: .*; reconnecting", lost_at, 30)
         assert client.proc.popen.poll() is None  # the client keeps running
 

@@ -156,6 +156,55 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--tls-key", metavar="FILE", help="private key (PEM) of --tls-cert")
     s.add_argument(
+        "--acme-domain",
+        action="append",
+        metavar="NAME",
+        help="get and renew the tls:// certificate by ACME for this DNS name or IP address, "
+        "repeatable (instead of --tls-cert); validated by TLS-ALPN-01 on the tls:// "
+        "listener, or by HTTP-01 when an http://HOST:80 listener is given too",
+    )
+    s.add_argument("--acme-email", metavar="EMAIL", help="ACME account contact (optional)")
+    s.add_argument(
+        "--acme-directory",
+        metavar="URL",
+        help="ACME directory (default: Let's Encrypt production)",
+    )
+    s.add_argument(
+        "--acme-ca",
+        metavar="FILE",
+        help="trust the CA certificates in FILE for the ACME directory's own HTTPS "
+        "(a test CA such as Pebble's)",
+    )
+    s.add_argument(
+        "--acme-renew-at",
+        type=float,
+        default=1 / 3,
+        metavar="FRACTION",
+        help="renew a certificate when this fraction of its lifetime is left (default: 0.333)",
+    )
+    s.add_argument(
+        "--stealth",
+        action="store_true",
+        help="stealth mode on the tls:// listeners: SSH only after an HTTP Upgrade to a "
+        "secret path (made in the state directory, printed in the connect line); every "
+        "other visitor gets the decoy web site",
+    )
+    s.add_argument(
+        "--decoy",
+        metavar="URL|DIR",
+        help="with --stealth: the decoy site, an http:// or https:// web server to pass "
+        "visitors to unchanged, or a directory of files to serve (default: a plain "
+        "built-in page)",
+    )
+    s.add_argument(
+        "--proxy-protocol",
+        action="append",
+        metavar="ADDRS",
+        help="accept a PROXY protocol v1/v2 header from these front proxies (comma-separated "
+        "addresses or networks, e.g. 127.0.0.1 or 10.0.0.0/8), so that logs and bans see "
+        "the real client address; repeatable",
+    )
+    s.add_argument(
         "--host-key",
         metavar="KEY",
         help="host private key, a path or the OpenSSH key text "
@@ -281,6 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="for tls://: the SNI and the name the certificate must match "
         "(default: the target's host)",
+    )
+    c.add_argument(
+        "--stealth-path",
+        metavar="PATH",
+        help="for tls:// to a server in stealth mode: its secret path, as printed by "
+        "wraith serve --stealth",
     )
     c.add_argument(
         "-D",
@@ -480,6 +535,14 @@ def _serve(args: argparse.Namespace) -> int:
         allow_remote_bind=args.allow_remote_bind,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        acme_domains=args.acme_domain or [],
+        acme_email=args.acme_email,
+        acme_directory=args.acme_directory,
+        acme_ca=args.acme_ca,
+        acme_renew_at=args.acme_renew_at,
+        stealth=args.stealth,
+        decoy=args.decoy,
+        proxy_protocol=args.proxy_protocol or [],
         allow_dest=args.allow_dest or [],
         deny_dest=args.deny_dest or [],
         state_dir=args.state_dir,
@@ -525,11 +588,20 @@ def _serve_async(backend: str) -> Any:
             schemes = [t.scheme for t in cfg.listen]
             for (host, port), scheme in zip(server.addresses, schemes, strict=True):
                 print(f"listening on {scheme}://{_url_host(host)}:{port}")
-            host, port = server.addresses[0]
+            # The connect line names the first listener (an http:// one serves no SSH).
+            first = next((i for i, s in enumerate(schemes) if s != "http"), 0)
+            host, port = server.addresses[first]
             shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-            prefix = "tls://" if schemes[0] == "tls" else ""
+            extra = ""
+            if schemes[first] == "tls":
+                front = cfg.front
+                if front is not None and front.stealth is not None:
+                    extra = f"--stealth-path {front.stealth.path} "
+                if cfg.acme_names:
+                    shown = cfg.acme_names[0]
+            prefix = "tls://" if schemes[first] == "tls" else ""
             print(
-                f"connect with: wraith connect --host-key-fingerprint {fp} "
+                f"connect with: wraith connect --host-key-fingerprint {fp} {extra}"
                 f"{prefix}{_url_host(shown)}:{port}"
             )
             await server.run_until_stopped(opts.shutdown_timeout)
@@ -574,6 +646,7 @@ def _connect(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         keepalive_count=args.keepalive_count,
         tls_ca=args.tls_ca,
         tls_server_name=args.tls_server_name,
+        stealth_path=args.stealth_path,
         connect_timeout=args.connect_timeout,
         reconnect=not args.no_reconnect,
         reconnect_delay=args.reconnect_delay,

@@ -24,6 +24,7 @@ from .proto.errors import RemoteProtocolError
 from .proto.target import Target, parse_target
 
 if TYPE_CHECKING:
+    from .front import Front
     from .gate import GateSettings
     from .ssh.auth import AuthPolicy
     from .ssh.engine import SSHSettings
@@ -79,21 +80,58 @@ def _dest_policy(opts: ServeOptions) -> DestinationPolicy:
     return DestinationPolicy(allow=opts.allow_dest, deny=opts.deny_dest)
 
 
-def _server_tls(opts: ServeOptions, listen: list[Target], engine: str) -> ssl.SSLContext | None:
+def _server_front(
+    opts: ServeOptions, listen: list[Target], engine: str, state_dir: Path
+) -> Front | None:
+    """What the ``tls://`` listeners do before SSH: certificates, stealth, PROXY protocol."""
     wants_tls = any(t.scheme == "tls" for t in listen)
+    if any(t.scheme == "http" for t in listen) and not opts.acme_domains:
+        raise ConfigError(
+            "an http:// listener only answers ACME HTTP-01 challenges: it needs --acme-domain"
+        )
     if not wants_tls:
-        if opts.tls_cert is not None or opts.tls_key is not None:
-            raise ConfigError(
-                "--tls-cert/--tls-key need a tls:// listener (--listen tls://HOST:PORT)"
-            )
-        return None
-    if opts.tls_cert is None or opts.tls_key is None:
-        raise ConfigError("a tls:// listener needs --tls-cert and --tls-key")
-    if engine != "sansio":
+        for given, flag in (
+            (opts.tls_cert is not None or opts.tls_key is not None, "--tls-cert/--tls-key"),
+            (bool(opts.acme_domains), "--acme-domain"),
+            (opts.stealth, "--stealth"),
+            (opts.decoy is not None, "--decoy"),
+        ):
+            if given:
+                raise ConfigError(f"{flag} needs a tls:// listener (--listen tls://HOST:PORT)")
+    elif engine != "sansio":
         raise ConfigError("tls:// needs the sansio engine (--engine sansio)")
-    from .tls import server_context
+    if opts.decoy is not None and not opts.stealth:
+        raise ConfigError("--decoy goes with --stealth")
+    if (opts.tls_cert is None) != (opts.tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    from .front import Front
 
-    return server_context(opts.tls_cert, opts.tls_key)
+    proxy_from = None
+    if opts.proxy_protocol:
+        from .proto.errors import LocalProtocolError
+        from .proto.proxyproto import parse_networks
+
+        try:
+            proxy_from = [n for text in opts.proxy_protocol for n in parse_networks(text)]
+        except LocalProtocolError as e:
+            raise ConfigError(f"--proxy-protocol: {e}") from None
+    if not wants_tls:
+        return Front(proxy_from=proxy_from) if proxy_from else None
+    if opts.tls_cert is not None and opts.acme_domains:
+        raise ConfigError("--tls-cert and --acme-domain are alternatives: give one")
+    if opts.tls_cert is None and not opts.acme_domains:
+        raise ConfigError("a tls:// listener needs --tls-cert and --tls-key, or --acme-domain")
+    front = Front(proxy_from=proxy_from)
+    if opts.tls_cert is not None and opts.tls_key is not None:
+        from .tls import server_context
+
+        front.static = server_context(opts.tls_cert, opts.tls_key)
+    if opts.stealth:
+        from .decoy import parse_decoy
+        from .front import make_stealth
+
+        front.stealth = make_stealth(state_dir, parse_decoy(opts.decoy))
+    return front
 
 
 def _gate_settings(opts: ServeOptions) -> GateSettings:
@@ -127,8 +165,10 @@ class ServerConfig:
     ssh: SSHSettings
     gate: GateSettings
     warnings: list[str] = field(default_factory=list)
-    #: The TLS context of the ``tls://`` listeners (None without one).
-    tls: ssl.SSLContext | None = None
+    #: What the ``tls://`` listeners do before SSH (None without one).
+    front: Front | None = None
+    #: ``--acme-domain`` names and addresses, in the order given.
+    acme_names: list[str] = field(default_factory=list)
     #: ``--allow-dest`` / ``--deny-dest``: what tunnels may reach.
     dest_policy: DestinationPolicy = field(default_factory=DestinationPolicy)
 
@@ -151,8 +191,8 @@ class ServerConfig:
             listen.append(target)
         if not listen:
             raise ConfigError("--listen: at least one address is needed")
-        tls_ctx = _server_tls(opts, listen, engine)
         state_dir = Path(opts.state_dir) if opts.state_dir else keys.default_state_dir()
+        front = _server_front(opts, listen, engine, state_dir)
         warnings: list[str] = []
         try:
             if opts.host_key is not None:
@@ -184,7 +224,8 @@ class ServerConfig:
             ssh=ssh,
             gate=gate,
             warnings=warnings,
-            tls=tls_ctx,
+            front=front,
+            acme_names=list(opts.acme_domains),
             dest_policy=dest_policy,
         )
 
@@ -212,6 +253,8 @@ class ClientConfig:
     #: For a ``tls://`` target: the context and the SNI / name to verify.
     tls: ssl.SSLContext | None
     tls_server_name: str | None
+    #: For stealth mode: the server's secret path (an HTTP Upgrade to it comes first).
+    stealth_path: str | None
     reconnect: bool
     reconnect_delay: float
     reconnect_max_delay: float
@@ -243,6 +286,16 @@ class ClientConfig:
             tls_ctx = client_context(opts.tls_ca)
         elif opts.tls_ca is not None or opts.tls_server_name is not None:
             raise ConfigError("--tls-ca/--tls-server-name need a tls:// target")
+        if opts.stealth_path is not None:
+            if target.scheme != "tls":
+                raise ConfigError("--stealth-path needs a tls:// target (stealth runs inside TLS)")
+            from .proto.errors import LocalProtocolError
+            from .proto.stealth import StealthGate
+
+            try:
+                StealthGate(opts.stealth_path)
+            except LocalProtocolError as e:
+                raise ConfigError(f"--stealth-path: {e}") from None
         username = opts.user or target.user or getpass.getuser()
         identity_src: KeySource = opts.identity or os.path.expanduser("~/.ssh/id_ed25519")
         try:
@@ -295,6 +348,7 @@ class ClientConfig:
             connect_timeout=opts.connect_timeout,
             tls=tls_ctx,
             tls_server_name=opts.tls_server_name or (target.host if tls_ctx else None),
+            stealth_path=opts.stealth_path,
             reconnect=opts.reconnect,
             reconnect_delay=float(opts.reconnect_delay),
             reconnect_max_delay=float(opts.reconnect_max_delay),

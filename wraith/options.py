@@ -51,6 +51,25 @@ class ServeOptions:
     #: For ``tls://`` listeners: the certificate chain and its key (PEM files).
     tls_cert: str | os.PathLike[str] | None = None
     tls_key: str | os.PathLike[str] | None = None
+    #: ACME: names and IP addresses to get certificates for (instead of ``tls_cert``).
+    acme_domains: Sequence[str] = ()
+    #: ACME account contact e-mail (optional).
+    acme_email: str | None = None
+    #: ACME directory URL; ``None`` means Let's Encrypt production.
+    acme_directory: str | None = None
+    #: PEM file trusted for the ACME directory's own HTTPS (a test CA).
+    acme_ca: str | os.PathLike[str] | None = None
+    #: Renew when this fraction of a certificate's lifetime is left (default a third).
+    acme_renew_at: float = 1 / 3
+    #: Stealth mode on the ``tls://`` listeners: SSH only after an HTTP Upgrade to
+    #: the secret path; everyone else gets the decoy web site.
+    stealth: bool = False
+    #: The decoy: an ``http(s)://`` origin to pass probers to, a directory of
+    #: files, or ``None`` for a plain built-in page.
+    decoy: str | os.PathLike[str] | None = None
+    #: Accept PROXY protocol v1/v2 headers from these addresses or networks
+    #: (the front: sslh, nginx stream, a load balancer); empty means off.
+    proxy_protocol: Sequence[str] = ()
     #: Destination patterns a tunnel may reach (``10.0.0.0/8``, ``*.internal:443``,
     #: ``[2001:db8::/32]:1-1023``); if any is given, every destination must match one.
     allow_dest: Sequence[str] = ()
@@ -116,6 +135,9 @@ class ConnectOptions:
     tls_ca: str | os.PathLike[str] | None = None
     #: For a ``tls://`` target: the SNI and the name to verify (default: the host).
     tls_server_name: str | None = None
+    #: For a ``tls://`` target in stealth mode: the server's secret path
+    #: (``wraith serve --stealth`` prints it in its connect line).
+    stealth_path: str | None = None
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     #: Reconnect after a lost session (listeners stay open meanwhile).
     reconnect: bool = True

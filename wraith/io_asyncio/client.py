@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,6 +22,7 @@ from ..errors import ConnectError
 from ..options import ConnectOptions
 from ..proto import forwards as fw
 from ..proto import socks5, tunnel
+from ..proto.stealth import Accepted, Refused, StealthClient
 from ..reconnect import Reconnector
 from ..ssh import engine as e
 from ..ssh import sansio_engine
@@ -78,6 +81,12 @@ async def _establish(cfg: ClientConfig) -> tuple[e.ClientSession, asyncio.Task[N
                         raise ConnectError(handshake_error(exc, name)) from None
                 else:
                     reader, writer = await asyncio.open_connection(sock=raw, limit=1024 * 1024)
+                if cfg.stealth_path is not None:
+                    leftover = await _stealth_upgrade(
+                        reader, writer, cfg, cfg.tls_server_name or target.host
+                    )
+                    if leftover:
+                        session.receive_data(leftover, time.monotonic())
                 pumping = asyncio.ensure_future(pump(reader, writer, session))
                 try:
                     return await wait_pending(session.ready), pumping
@@ -101,6 +110,26 @@ async def _establish(cfg: ClientConfig) -> tuple[e.ClientSession, asyncio.Task[N
         raise ConnectError(
             f"cannot connect to {target.hostport()}: timed out after {cfg.connect_timeout:g}s"
         ) from None
+
+
+async def _stealth_upgrade(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cfg: ClientConfig, host: str
+) -> bytes:
+    """The HTTP Upgrade to the secret path; returns the bytes after the 101."""
+    assert cfg.stealth_path is not None
+    client = StealthClient(host, cfg.stealth_path, key=secrets.token_bytes(16))
+    try:
+        writer.write(client.request())
+        await writer.drain()
+        while True:
+            result = client.result()
+            if isinstance(result, Accepted):
+                return result.leftover
+            if isinstance(result, Refused):
+                raise ConnectError(f"stealth upgrade refused by {host}: {result.reason}")
+            client.receive_data(await reader.read(16384))
+    except OSError:
+        raise ConnectError(f"stealth upgrade with {host} failed: connection closed") from None
 
 
 class Client:

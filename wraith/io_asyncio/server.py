@@ -11,8 +11,8 @@ import contextlib
 import logging
 import signal
 import socket
-import ssl
 import threading
+import time
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -27,6 +27,7 @@ from ..ssh.authlog import clean_text
 from ..ssh.engine import ByteSession
 from ..ssh.engines import server_engine
 from .drain import Drain, wait_for_stop
+from .front import serve_site, tls_front
 from .pump import pump
 from .streams import open_channel_streams, reset, splice
 from .wake import Notifier, guarded, wait_pending
@@ -117,28 +118,6 @@ async def dial(
 
 class DialError(Exception):
     pass
-
-
-async def _accepted_streams(
-    raw: socket.socket, tls: ssl.SSLContext | None, timeout: float
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Streams over an accepted socket; with ``tls``, after the server-side handshake."""
-    if tls is None:
-        return await asyncio.open_connection(sock=raw, limit=1024 * 1024)
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1024 * 1024, loop=loop)
-    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-    transport, _ = await loop.connect_accepted_socket(
-        lambda: protocol, sock=raw, ssl=tls, ssl_handshake_timeout=timeout
-    )
-    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
-
-
-def _tls_why(exc: BaseException) -> str:
-    """Why a server-side TLS handshake failed, in a few words (peer input: no details)."""
-    if isinstance(exc, ssl.SSLError) and exc.reason:
-        return str(exc.reason).lower().replace("_", " ")
-    return "connection closed"
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -350,20 +329,40 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
     loop = asyncio.get_running_loop()
     sessions = server._handlers
 
-    async def handle(raw: socket.socket, peer: tuple[str, int], tls: ssl.SSLContext | None) -> None:
+    async def handle(raw: socket.socket, peer: tuple[str, int], scheme: str) -> None:
+        if scheme == "http":
+            assert config.front is not None
+            try:
+                streams = await asyncio.open_connection(sock=raw, limit=1024 * 1024)
+                await serve_site(streams, config.front.http_lookup, b"", eof=False)
+                streams[1].close()
+            except OSError:
+                raw.close()
+            finally:
+                server.gate.release(peer)
+            return
         log.info("connection from src=%s port=%d", *peer)
         if engine.pumped:
-            try:
-                reader, writer = await _accepted_streams(raw, tls, opts.auth_timeout)
-            except (ssl.SSLError, OSError, TimeoutError) as exc:
-                why = "timed out" if isinstance(exc, TimeoutError) else _tls_why(exc)
-                what = "TLS handshake" if tls is not None else "connection set-up"
-                log.info("%s failed src=%s port=%d: %s", what, *peer, why)
-                raw.close()
-                server.gate.release(peer)
-                return
+            leftover = b""
+            if scheme == "tls":
+                assert config.front is not None
+                fronted = await tls_front(raw, peer, config.front, opts.auth_timeout)
+                if fronted is None:
+                    server.gate.release(peer)
+                    return
+                reader, writer, leftover = fronted
+            else:
+                try:
+                    reader, writer = await asyncio.open_connection(sock=raw, limit=1024 * 1024)
+                except OSError as exc:
+                    log.info("connection set-up failed src=%s port=%d: %s", *peer, exc.strerror)
+                    raw.close()
+                    server.gate.release(peer)
+                    return
             session = engine.accept(None, peer)
             assert isinstance(session, ByteSession)
+            if leftover:
+                session.receive_data(leftover, time.monotonic())
             pumping = asyncio.ensure_future(pump(reader, writer, session))
             try:
                 await _Session(session, peer, server, opts).run()
@@ -385,7 +384,7 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
             return
         await _Session(session, peer, server, opts).run()
 
-    async def accept_loop(listener: socket.socket, tls: ssl.SSLContext | None) -> None:
+    async def accept_loop(listener: socket.socket, scheme: str) -> None:
         while True:
             try:
                 raw, addr = await loop.sock_accept(listener)
@@ -397,12 +396,12 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
             if not server.gate.admit(peer, loop.time()):
                 raw.close()  # banned or over the pre-auth caps: before any banner
                 continue
-            task = asyncio.ensure_future(guarded("session", handle(raw, peer, tls)))
+            task = asyncio.ensure_future(guarded("session", handle(raw, peer, scheme)))
             sessions.add(task)
             task.add_done_callback(sessions.discard)
 
     acceptors = [
-        asyncio.ensure_future(accept_loop(sock, config.tls if t.scheme == "tls" else None))
+        asyncio.ensure_future(accept_loop(sock, t.scheme))
         for sock, t in zip(listeners, config.listen, strict=True)
     ]
     server._acceptors = acceptors

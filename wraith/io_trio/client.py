@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -25,6 +27,7 @@ from ..errors import ConnectError
 from ..options import ConnectOptions
 from ..proto import forwards as fw
 from ..proto import socks5, tunnel
+from ..proto.stealth import Accepted, Refused, StealthClient
 from ..reconnect import Reconnector
 from ..ssh import engine as e
 from ..ssh import sansio_engine
@@ -67,6 +70,11 @@ async def _establish(cfg: ClientConfig, nursery: trio.Nursery) -> e.ClientSessio
                         await trio.aclose_forcefully(stream)
                         raise ConnectError(handshake_error(exc, name)) from None
                     ssh_stream = tls_stream
+                leftover = b""
+                if cfg.stealth_path is not None:
+                    leftover = await _stealth_upgrade(
+                        ssh_stream, cfg, cfg.tls_server_name or target.host
+                    )
                 session = sansio_engine.connect_client(
                     host=target.host,
                     port=target.port,
@@ -76,6 +84,8 @@ async def _establish(cfg: ClientConfig, nursery: trio.Nursery) -> e.ClientSessio
                     host_keys=cfg.host_keys,
                     settings=cfg.ssh,
                 )
+                if leftover:
+                    session.receive_data(leftover, time.monotonic())
                 nursery.start_soon(pump, ssh_stream, session)
                 try:
                     return await wait_pending(session.ready)
@@ -99,6 +109,24 @@ async def _establish(cfg: ClientConfig, nursery: trio.Nursery) -> e.ClientSessio
         raise ConnectError(
             f"cannot connect to {target.hostport()}: timed out after {cfg.connect_timeout:g}s"
         ) from None
+
+
+async def _stealth_upgrade(stream: trio.abc.Stream, cfg: ClientConfig, host: str) -> bytes:
+    """The HTTP Upgrade to the secret path; returns the bytes after the 101."""
+    assert cfg.stealth_path is not None
+    client = StealthClient(host, cfg.stealth_path, key=secrets.token_bytes(16))
+    try:
+        await stream.send_all(client.request())
+        while True:
+            result = client.result()
+            if isinstance(result, Accepted):
+                return result.leftover
+            if isinstance(result, Refused):
+                raise ConnectError(f"stealth upgrade refused by {host}: {result.reason}")
+            data = await stream.receive_some(16384)
+            client.receive_data(data)
+    except trio.BrokenResourceError:
+        raise ConnectError(f"stealth upgrade with {host} failed: connection closed") from None
 
 
 def _why(exc: OSError) -> str:

@@ -13,8 +13,8 @@ import logging
 import math
 import signal
 import socket
-import ssl
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -30,6 +30,7 @@ from ..ssh.authlog import clean_text
 from ..ssh.engine import ByteSession
 from ..ssh.engines import server_engine
 from .drain import Drain, wait_for_stop
+from .front import serve_site, tls_front
 from .pump import pump
 from .streams import ChannelStream, reset, splice
 from .wake import Notifier, guarded, single_errors, wait_pending
@@ -74,14 +75,6 @@ class Server:
         name = await wait_for_stop()
         log.info("%s received", name)
         await self.shutdown(shutdown_timeout)
-
-
-def _tls_why(exc: BaseException) -> str:
-    """Why a server-side TLS handshake failed, in a few words (peer input: no details)."""
-    cause = exc.__cause__
-    if isinstance(cause, ssl.SSLError) and cause.reason:
-        return str(cause.reason).lower().replace("_", " ")
-    return "connection closed"
 
 
 def _dial_error(exc: BaseException) -> str:
@@ -310,7 +303,7 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
     server = Server(addresses=addresses, config=config, gate=Gate(config.gate))
 
     async def accept_loop(
-        listener: trio.socket.SocketType, tls: ssl.SSLContext | None, nursery: trio.Nursery
+        listener: trio.socket.SocketType, scheme: str, nursery: trio.Nursery
     ) -> None:
         scope = trio.CancelScope()
         server._accepting.append(scope)
@@ -326,41 +319,44 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
                 if not server.gate.admit(peer, trio.current_time()):
                     conn.close()  # banned or over the pre-auth caps: before any banner
                     continue
-                nursery.start_soon(guarded, "session", counted, conn, peer, tls)
+                nursery.start_soon(guarded, "session", counted, conn, peer, scheme)
 
-    async def counted(
-        conn: trio.socket.SocketType, peer: tuple[str, int], tls: ssl.SSLContext | None
-    ) -> None:
+    async def counted(conn: trio.socket.SocketType, peer: tuple[str, int], scheme: str) -> None:
         if not server._handlers:
             server._handlers_done = trio.Event()
         server._handlers += 1
         try:
-            await handle(conn, peer, tls)
+            await handle(conn, peer, scheme)
         finally:
             server._handlers -= 1
             if not server._handlers:
                 server._handlers_done.set()
 
-    async def handle(
-        conn: trio.socket.SocketType, peer: tuple[str, int], tls: ssl.SSLContext | None
-    ) -> None:
+    async def handle(conn: trio.socket.SocketType, peer: tuple[str, int], scheme: str) -> None:
+        if scheme == "http":
+            assert config.front is not None
+            plain = trio.SocketStream(conn)
+            try:
+                await serve_site(plain, config.front.http_lookup, b"", eof=False)
+            finally:
+                server.gate.release(peer)
+                await trio.aclose_forcefully(plain)
+            return
         log.info("connection from src=%s port=%d", *peer)
         if engine.pumped:
             stream: trio.abc.Stream = trio.SocketStream(conn)
-            if tls is not None:
-                tls_stream = trio.SSLStream(stream, tls, server_side=True)
-                try:
-                    with trio.fail_after(opts.auth_timeout):
-                        await tls_stream.do_handshake()
-                except (trio.TooSlowError, trio.BrokenResourceError) as exc:
-                    why = "timed out" if isinstance(exc, trio.TooSlowError) else _tls_why(exc)
-                    log.info("TLS handshake failed src=%s port=%d: %s", *peer, why)
+            leftover = b""
+            if scheme == "tls":
+                assert config.front is not None
+                fronted = await tls_front(conn, peer, config.front, opts.auth_timeout)
+                if fronted is None:
                     server.gate.release(peer)
-                    await trio.aclose_forcefully(stream)
                     return
-                stream = tls_stream
+                stream, leftover = fronted
             session = engine.accept(None, peer)
             assert isinstance(session, ByteSession)
+            if leftover:
+                session.receive_data(leftover, time.monotonic())
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(pump, stream, session)
                 await _Session(session, peer, server, opts).run()
@@ -380,8 +376,7 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
     with single_errors():
         async with trio.open_nursery() as nursery:
             for listener, target in zip(listeners, config.listen, strict=True):
-                tls = config.tls if target.scheme == "tls" else None
-                nursery.start_soon(accept_loop, listener, tls, nursery)
+                nursery.start_soon(accept_loop, listener, target.scheme, nursery)
             await nursery.start(_reload_on_sighup, config)
             try:
                 yield server

@@ -15,8 +15,10 @@ from .errors import RemoteProtocolError
 
 DEFAULT_PORT = 2222
 SCHEMES = ("tcp", "tls")
+#: Listeners may also be ``http://``: ACME HTTP-01 challenges and redirects only.
+LISTEN_SCHEMES = (*SCHEMES, "http")
 #: The port a scheme implies when the target names none.
-SCHEME_PORTS = {"tcp": DEFAULT_PORT, "tls": 443}
+SCHEME_PORTS = {"tcp": DEFAULT_PORT, "tls": 443, "http": 80}
 
 
 class TargetError(RemoteProtocolError):
@@ -50,10 +52,11 @@ def parse_target(
     if "://" in text:
         scheme, text = text.split("://", 1)
         scheme = scheme.lower()
-        if scheme not in SCHEMES:
+        schemes = LISTEN_SCHEMES if listen else SCHEMES
+        if scheme not in schemes:
             raise TargetError(
                 f"invalid target {original!r}: unknown scheme {scheme!r} "
-                f"(supported: {', '.join(SCHEMES)})"
+                f"(supported: {', '.join(schemes)})"
             )
     user: str | None = None
     if "@" in text:

@@ -1,0 +1,136 @@
+"""What a ``tls://`` listener does before SSH starts, shared by both drivers.
+
+For each connection on a ``tls://`` listener the driver:
+
+1. peeks at the ClientHello (:mod:`wraith.proto.sniff`) without consuming it;
+2. asks :meth:`Front.context_for` for the TLS context to answer it with: an
+   ACME TLS-ALPN-01 validation context when the client offers ``acme-tls/1``,
+   else the certificate that covers the SNI (from ACME or ``--tls-cert``);
+3. runs the TLS handshake with that context;
+4. in stealth mode, reads the HTTP request with
+   :class:`~wraith.proto.stealth.StealthGate`: only an Upgrade to the secret
+   path becomes an SSH session; everything else is served the decoy.
+
+The decisions live here and in ``proto/``; the drivers only move bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from .config import ConfigError
+from .decoy import Decoy, DecoyUpstream
+from .proto.decoy import Page, Redirect
+from .proto.sniff import ClientHello, NotTLS
+from .proto.stealth import new_secret_path
+
+if TYPE_CHECKING:
+    import ipaddress
+
+log = logging.getLogger("wraith.server")
+
+ACME_TLS_ALPN = "acme-tls/1"
+HTTP01_PREFIX = "/.well-known/acme-challenge/"
+#: Where the secret path is kept, in the state directory.
+STEALTH_PATH_FILE = "stealth-path"
+
+
+class CertificateSource(Protocol):
+    """Serving contexts (by SNI) and ACME validation contexts: the ACME manager."""
+
+    def context_for(self, server_name: str | None) -> ssl.SSLContext | None: ...
+
+    def tls_alpn_context(self, server_name: str | None) -> ssl.SSLContext | None: ...
+
+    def http01_response(self, path: str) -> bytes | None: ...
+
+
+@dataclass
+class Stealth:
+    path: str
+    decoy: Decoy
+    #: For an https:// decoy: the client context (the decoy is our own web server,
+    #: often on loopback with a certificate for the public name, so it is not verified).
+    upstream_tls: ssl.SSLContext | None = None
+
+
+@dataclass
+class Front:
+    #: ``--tls-cert`` / ``--tls-key`` (None with ACME only).
+    static: ssl.SSLContext | None = None
+    #: The ACME manager (None without ``--acme-domain``).
+    acme: CertificateSource | None = None
+    stealth: Stealth | None = None
+    #: ``--proxy-protocol``: the front proxies' networks (None: off).
+    proxy_from: list[ipaddress.IPv4Network | ipaddress.IPv6Network] | None = None
+
+    def context_for(self, hello: ClientHello | NotTLS | None) -> ssl.SSLContext | None:
+        """The context to answer this ClientHello with (None: no certificate yet)."""
+        name = hello.server_name if isinstance(hello, ClientHello) else None
+        if self.acme is not None:
+            if isinstance(hello, ClientHello) and ACME_TLS_ALPN in hello.alpn:
+                return self.acme.tls_alpn_context(name)
+            ctx = self.acme.context_for(name)
+            if ctx is not None:
+                return ctx
+        return self.static
+
+    def http_lookup(self, path: str) -> Page | Redirect | None:
+        """An ``http://`` listener: ACME HTTP-01 answers; everything else goes to https."""
+        if path.startswith(HTTP01_PREFIX):
+            body = self.acme.http01_response(path) if self.acme is not None else None
+            return Page(body, "application/octet-stream") if body is not None else None
+        return Redirect()
+
+
+def upstream_context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def make_stealth(state_dir: Path, decoy: Decoy) -> Stealth:
+    path = load_or_create_secret_path(state_dir)
+    tls = upstream_context() if isinstance(decoy, DecoyUpstream) and decoy.tls else None
+    return Stealth(path=path, decoy=decoy, upstream_tls=tls)
+
+
+def load_or_create_secret_path(state_dir: Path) -> str:
+    """The stealth secret path: made on first start (144 random bits), then kept."""
+    file = state_dir / STEALTH_PATH_FILE
+    try:
+        text = file.read_text().strip()
+    except FileNotFoundError:
+        text = ""
+    except OSError as e:
+        raise ConfigError(f"cannot read {file}: {e.strerror or e}") from None
+    if text:
+        try:
+            from .proto.stealth import StealthGate
+
+            StealthGate(text)
+        except Exception as e:
+            raise ConfigError(
+                f"{file}: not a valid secret path ({e}); delete it to make a new one"
+            ) from None
+        return text
+    path = new_secret_path(secrets.token_bytes(18))
+    try:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(path + "\n")
+    except FileExistsError:
+        return load_or_create_secret_path(state_dir)
+    except OSError as e:
+        raise ConfigError(f"cannot write {file}: {e.strerror or e}") from None
+    log.info("created the stealth secret path in %s", file)
+    return path
