@@ -11,7 +11,7 @@ APT_PACKAGES=(
   microsocks dante-server tinyproxy
   fail2ban pebble
   procps iproute2
-  nginx-light
+  nginx-light libnginx-mod-stream
   stunnel4
 )
 

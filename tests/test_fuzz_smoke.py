@@ -21,6 +21,7 @@ import pytest
 
 # Import the targets before the harnesses, so the harnesses' instrument_imports() finds
 # them loaded and leaves them uninstrumented inside pytest.
+import wraith.proto.decoy
 import wraith.proto.destpolicy
 import wraith.proto.forwards
 import wraith.proto.names
@@ -49,6 +50,7 @@ HARNESSES = [
     "fuzz_ssh_packets",
     "fuzz_ssh_transport",
     "fuzz_stealth",
+    "fuzz_decoy",
 ]
 TRAILER = b"payload"
 
@@ -88,6 +90,12 @@ STEALTH_INPUTS = [
     b"Sec-WebSocket-Accept: Bz3qJYTGdOe8gUSpLosEdiLKDrk=\r\n\r\nSSH-2.0-s\r\n",
     b"\x02\x03HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
 ]
+# fuzz_decoy: cut byte, then the client's bytes.
+DECOY_INPUTS = [
+    b"\x10GET / HTTP/1.1\r\nHost: example.com\r\n\r\nHEAD /a%20b HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"\x07GET /old?q=1 HTTP/1.1\r\nHost: [::1]:8080\r\nConnection: close\r\n\r\n",
+    b"\x03POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+]
 
 
 def load(name: str) -> ModuleType:
@@ -112,6 +120,7 @@ def seeds() -> list[bytes]:
         + [bytes([i]) + t.encode() for i, t in enumerate(TARGETS)]
         + [b"\x01\xbb" + p.encode() for p in DEST_POLICIES]
         + STEALTH_INPUTS
+        + DECOY_INPUTS
     )
 
 
@@ -221,3 +230,14 @@ def test_ssh_checks_on_valid_flows() -> None:
     # open (accepted), a refused session, our open confirmed, data on it.
     steps = [(direct, 1), (session, 0), (confirm, 0), (data, 4)]
     assert conn.check(steps, server=True, own_open=True) == 4
+
+
+def test_decoy_check_on_valid_requests() -> None:
+    fuzz = load("fuzz_decoy")
+    out, closed = fuzz.check(DECOY_INPUTS[0])
+    assert out.count(b"HTTP/1.1 200 OK\r\n") == 2 and not closed
+    out, closed = fuzz.check(DECOY_INPUTS[1])
+    assert out.startswith(b"HTTP/1.1 301 ") and b"\r\nLocation: https://[::1]/old?q=1\r\n" in out
+    assert closed
+    out, closed = fuzz.check(DECOY_INPUTS[2])
+    assert out.startswith(b"HTTP/1.1 405 ") and b"hi" not in out and closed

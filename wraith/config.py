@@ -126,6 +126,19 @@ def _server_front(
         from .tls import server_context
 
         front.static = server_context(opts.tls_cert, opts.tls_key)
+    if opts.acme_domains:
+        from .acme import LETS_ENCRYPT, AcmeManager, AcmeSettings
+
+        settings = AcmeSettings(
+            identifiers=list(opts.acme_domains),
+            state_dir=state_dir,
+            email=opts.acme_email,
+            ca_file=Path(opts.acme_ca) if opts.acme_ca is not None else None,
+            renew_at=float(opts.acme_renew_at),
+            http01=any(t.scheme == "http" for t in listen),
+            directory=opts.acme_directory or LETS_ENCRYPT,
+        )
+        front.acme = AcmeManager(settings)
     if opts.stealth:
         from .decoy import parse_decoy
         from .front import make_stealth

@@ -16,22 +16,22 @@ The decisions live here and in ``proto/``; the drivers only move bytes.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import secrets
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from .config import ConfigError
 from .decoy import Decoy, DecoyUpstream
 from .proto.decoy import Page, Redirect
+from .proto.proxyproto import ProxyHeader
 from .proto.sniff import ClientHello, NotTLS
 from .proto.stealth import new_secret_path
-
-if TYPE_CHECKING:
-    import ipaddress
 
 log = logging.getLogger("wraith.server")
 
@@ -41,14 +41,21 @@ HTTP01_PREFIX = "/.well-known/acme-challenge/"
 STEALTH_PATH_FILE = "stealth-path"
 
 
+class _Responder(Protocol):
+    def http01_response(self, path: str) -> bytes | None: ...
+
+
 class CertificateSource(Protocol):
     """Serving contexts (by SNI) and ACME validation contexts: the ACME manager."""
 
-    def context_for(self, server_name: str | None) -> ssl.SSLContext | None: ...
+    @property
+    def responder(self) -> _Responder: ...
 
-    def tls_alpn_context(self, server_name: str | None) -> ssl.SSLContext | None: ...
+    def choose_context(self, hello: ClientHello) -> ssl.SSLContext | None: ...
 
-    def http01_response(self, path: str) -> bytes | None: ...
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 10.0) -> None: ...
 
 
 @dataclass
@@ -72,21 +79,80 @@ class Front:
 
     def context_for(self, hello: ClientHello | NotTLS | None) -> ssl.SSLContext | None:
         """The context to answer this ClientHello with (None: no certificate yet)."""
-        name = hello.server_name if isinstance(hello, ClientHello) else None
         if self.acme is not None:
-            if isinstance(hello, ClientHello) and ACME_TLS_ALPN in hello.alpn:
-                return self.acme.tls_alpn_context(name)
-            ctx = self.acme.context_for(name)
-            if ctx is not None:
-                return ctx
+            # A validation handshake (ALPN acme-tls/1), or the certificate for the SNI.
+            return self.acme.choose_context(hello) if isinstance(hello, ClientHello) else None
         return self.static
 
     def http_lookup(self, path: str) -> Page | Redirect | None:
         """An ``http://`` listener: ACME HTTP-01 answers; everything else goes to https."""
         if path.startswith(HTTP01_PREFIX):
-            body = self.acme.http01_response(path) if self.acme is not None else None
+            body = self.acme.responder.http01_response(path) if self.acme is not None else None
             return Page(body, "application/octet-stream") if body is not None else None
         return Redirect()
+
+
+class _Parser(Protocol):
+    def receive_data(self, data: bytes) -> None: ...
+
+    def result(self) -> object: ...
+
+
+async def peek_until(
+    peek: Callable[[], Awaitable[bytes]],
+    sleep: Callable[[float], Awaitable[object]],
+    parser: _Parser,
+    need_data: object,
+) -> object | None:
+    """Feed peeked bytes (``MSG_PEEK``: nothing is consumed) to ``parser`` until it
+    answers; None if the peer closed first.  Backend-neutral: the driver passes its
+    own ``peek`` and ``sleep``.
+
+    A peek returns at once while bytes wait, so when nothing new came the loop
+    sleeps a little (growing to 0.1 s) before it looks again; the caller bounds
+    the time.
+    """
+    seen = 0
+    delay = 0.002
+    while True:
+        data = await peek()
+        if not data:
+            return None
+        if len(data) > seen:
+            parser.receive_data(data[seen:])
+            seen = len(data)
+            result = parser.result()
+            if result is not need_data:
+                return result
+            delay = 0.002
+        await sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+class CountingParser:
+    """Counts the bytes fed to a parser, so that a header's size is known."""
+
+    def __init__(self, parser: _Parser) -> None:
+        self.parser = parser
+        self.fed = 0
+
+    def receive_data(self, data: bytes) -> None:
+        self.fed += len(data)
+        self.parser.receive_data(data)
+
+    def result(self) -> object:
+        return self.parser.result()
+
+
+def proxied_peer(header: ProxyHeader, peer: tuple[str, int]) -> tuple[str, int]:
+    """The client address a PROXY header names (the front's own for LOCAL/UNKNOWN)."""
+    if header.source is None:
+        return peer
+    host, port = header.source
+    mapped = ipaddress.ip_address(host)
+    if isinstance(mapped, ipaddress.IPv6Address) and mapped.ipv4_mapped is not None:
+        host = str(mapped.ipv4_mapped)
+    return host, port
 
 
 def upstream_context() -> ssl.SSLContext:

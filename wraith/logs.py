@@ -42,7 +42,8 @@ def setup_logging(verbosity: int = 0, fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Third-party loggers can name addresses at DEBUG: keep them quiet.
-    for name in ("trio", "asyncio"):
+    # acme logs whole request and response bodies (tokens) at DEBUG.
+    for name in ("trio", "asyncio", "acme", "urllib3", "josepy"):
         logging.getLogger(name).setLevel(logging.WARNING)
     for name in ("paramiko", "paramiko.transport"):
         logging.getLogger(name).setLevel(logging.CRITICAL + 1)

@@ -14,8 +14,10 @@ import ssl
 import time
 
 from ..decoy import DecoyFiles, DecoyUpstream
-from ..front import ACME_TLS_ALPN, Front, Stealth
+from ..front import ACME_TLS_ALPN, CountingParser, Front, Stealth, peek_until
 from ..proto import decoy as site
+from ..proto.proxyproto import NEED_DATA as PROXY_NEED_DATA
+from ..proto.proxyproto import BadProxyHeader, ProxyHeader, ProxyHeaderParser
 from ..proto.sniff import NEED_DATA, ClientHello, ClientHelloSniffer, NotTLS
 from ..proto.stealth import NEED_DATA as GATE_NEED_DATA
 from ..proto.stealth import Decoy, StealthGate, Tunnel
@@ -23,6 +25,7 @@ from ..proto.stealth import Decoy, StealthGate, Tunnel
 log = logging.getLogger("wraith.server")
 
 PEEK_SIZE = 20 * 1024
+PROXY_PEEK = 16 + 65535
 READ_SIZE = 64 * 1024
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
@@ -43,34 +46,48 @@ async def _readable(sock: socket.socket) -> None:
 
 
 async def peek_hello(sock: socket.socket) -> ClientHello | NotTLS | None:
-    """Sniff the ClientHello without consuming it (None: the peer closed first).
+    """Sniff the ClientHello without consuming it (None: the peer closed first)."""
 
-    ``MSG_PEEK`` returns at once while bytes wait, so a ClientHello that comes
-    in pieces is polled for, with a short growing sleep; the caller bounds the time.
-    """
-    sniffer = ClientHelloSniffer()
-    seen = 0
-    delay = 0.002
+    async def peek() -> bytes:
+        return await _peek(sock, PEEK_SIZE)
+
+    result = await peek_until(peek, asyncio.sleep, ClientHelloSniffer(), NEED_DATA)
+    assert result is None or isinstance(result, ClientHello | NotTLS)
+    return result
+
+
+async def _peek(sock: socket.socket, size: int) -> bytes:
     while True:
         await _readable(sock)
         try:
-            data = sock.recv(PEEK_SIZE, socket.MSG_PEEK)
+            return sock.recv(size, socket.MSG_PEEK)
         except BlockingIOError:
             continue
         except OSError:
-            return None
-        if not data:
-            return None
-        if len(data) > seen:
-            sniffer.receive_data(data[seen:])
-            seen = len(data)
-            result = sniffer.result()
-            if result is not NEED_DATA:
-                assert isinstance(result, ClientHello | NotTLS)
-                return result
-            delay = 0.002
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.1)
+            return b""
+
+
+async def read_proxy_header(sock: socket.socket) -> ProxyHeader | BadProxyHeader | None:
+    """Read (and consume) exactly the PROXY header; None if the peer closed first."""
+
+    async def peek() -> bytes:
+        return await _peek(sock, PROXY_PEEK)
+
+    parser = CountingParser(ProxyHeaderParser())
+    result = await peek_until(peek, asyncio.sleep, parser, PROXY_NEED_DATA)
+    if isinstance(result, ProxyHeader):
+        size = parser.fed - len(result.leftover)
+        loop = asyncio.get_running_loop()
+        while size:
+            try:
+                got = await loop.sock_recv(sock, size)
+            except OSError:
+                return None
+            if not got:
+                return None
+            size -= len(got)
+    assert result is None or isinstance(result, ProxyHeader | BadProxyHeader)
+    return result
 
 
 async def _wrap(sock: socket.socket, ctx: ssl.SSLContext | None, timeout: float) -> Streams:
@@ -214,7 +231,8 @@ async def _splice_decoy(client: Streams, upstream: Streams, replay: bytes, eof: 
 async def serve_site(client: Streams, lookup: site.Lookup, replay: bytes, eof: bool) -> None:
     reader, writer = client
     server = site.StaticSite(lookup)
-    server.receive_data(replay, time.time())
+    if replay:  # (b"" would mean end of stream)
+        server.receive_data(replay, time.time())
     if eof:
         server.receive_data(b"", time.time())
     try:

@@ -19,15 +19,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import ConfigError, ServerConfig
+from ..front import proxied_peer
 from ..gate import Gate
 from ..options import ServeOptions
 from ..proto import names, tunnel
+from ..proto.proxyproto import ProxyHeader, trusted
 from ..ssh import engine as e
 from ..ssh.authlog import clean_text
 from ..ssh.engine import ByteSession
 from ..ssh.engines import server_engine
 from .drain import Drain, wait_for_stop
-from .front import serve_site, tls_front
+from .front import read_proxy_header, serve_site, tls_front
 from .pump import pump
 from .streams import open_channel_streams, reset, splice
 from .wake import Notifier, guarded, wait_pending
@@ -328,6 +330,7 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
     server._listeners = listeners
     loop = asyncio.get_running_loop()
     sessions = server._handlers
+    proxy_from = config.front.proxy_from if config.front is not None else None
 
     async def handle(raw: socket.socket, peer: tuple[str, int], scheme: str) -> None:
         if scheme == "http":
@@ -384,6 +387,28 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
             return
         await _Session(session, peer, server, opts).run()
 
+    async def fronted(
+        raw: socket.socket, peer: tuple[str, int], scheme: str, proxied: bool
+    ) -> None:
+        if proxied:
+            # From a trusted front: the PROXY header names the real client,
+            # which the gate, the bans and the logs then see.
+            try:
+                async with asyncio.timeout(opts.auth_timeout):
+                    header = await read_proxy_header(raw)
+            except TimeoutError:
+                header = None
+            if not isinstance(header, ProxyHeader):
+                why = header.reason if header is not None else "timed out or closed"
+                log.info("bad PROXY header from front src=%s port=%d: %s", *peer, why)
+                raw.close()
+                return
+            peer = proxied_peer(header, peer)
+            if not server.gate.admit(peer, loop.time()):
+                raw.close()
+                return
+        await handle(raw, peer, scheme)
+
     async def accept_loop(listener: socket.socket, scheme: str) -> None:
         while True:
             try:
@@ -393,10 +418,11 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
                 await asyncio.sleep(0.1)
                 continue
             peer = (str(addr[0]), int(addr[1]))
-            if not server.gate.admit(peer, loop.time()):
+            proxied = proxy_from is not None and trusted(peer[0], proxy_from)
+            if not proxied and not server.gate.admit(peer, loop.time()):
                 raw.close()  # banned or over the pre-auth caps: before any banner
                 continue
-            task = asyncio.ensure_future(guarded("session", handle(raw, peer, scheme)))
+            task = asyncio.ensure_future(guarded("session", fronted(raw, peer, scheme, proxied)))
             sessions.add(task)
             task.add_done_callback(sessions.discard)
 
@@ -406,9 +432,14 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
     ]
     server._acceptors = acceptors
     sighup = _reload_on_sighup(loop, config)
+    acme = config.front.acme if config.front is not None else None
+    if acme is not None:
+        acme.start()  # stored certificates at once; orders and renewals in its thread
     try:
         yield server
     finally:
+        if acme is not None:
+            await asyncio.to_thread(acme.stop)
         if sighup:
             loop.remove_signal_handler(signal.SIGHUP)
         for task in acceptors:

@@ -12,8 +12,10 @@ import time
 import trio
 
 from ..decoy import DecoyFiles, DecoyUpstream
-from ..front import Front, Stealth
+from ..front import CountingParser, Front, Stealth, peek_until
 from ..proto import decoy as site
+from ..proto.proxyproto import NEED_DATA as PROXY_NEED_DATA
+from ..proto.proxyproto import BadProxyHeader, ProxyHeader, ProxyHeaderParser
 from ..proto.sniff import NEED_DATA, ClientHello, ClientHelloSniffer, NotTLS
 from ..proto.stealth import NEED_DATA as GATE_NEED_DATA
 from ..proto.stealth import Decoy, StealthGate, Tunnel
@@ -21,32 +23,38 @@ from ..proto.stealth import Decoy, StealthGate, Tunnel
 log = logging.getLogger("wraith.server")
 
 PEEK_SIZE = 20 * 1024
+PROXY_PEEK = 16 + 65535
 READ_SIZE = 64 * 1024
 
 
 async def peek_hello(sock: trio.socket.SocketType) -> ClientHello | NotTLS | None:
-    """Sniff the ClientHello without consuming it (None: the peer closed first).
+    """Sniff the ClientHello without consuming it (None: the peer closed first)."""
 
-    ``MSG_PEEK`` returns at once while bytes wait, so a ClientHello that comes
-    in pieces is polled for, with a short growing sleep; the caller bounds the time.
-    """
-    sniffer = ClientHelloSniffer()
-    seen = 0
-    delay = 0.002
-    while True:
-        data = await sock.recv(PEEK_SIZE, socket.MSG_PEEK)
-        if not data:
-            return None
-        if len(data) > seen:
-            sniffer.receive_data(data[seen:])
-            seen = len(data)
-            result = sniffer.result()
-            if result is not NEED_DATA:
-                assert isinstance(result, ClientHello | NotTLS)
-                return result
-            delay = 0.002
-        await trio.sleep(delay)
-        delay = min(delay * 2, 0.1)
+    async def peek() -> bytes:
+        return await sock.recv(PEEK_SIZE, socket.MSG_PEEK)
+
+    result = await peek_until(peek, trio.sleep, ClientHelloSniffer(), NEED_DATA)
+    assert result is None or isinstance(result, ClientHello | NotTLS)
+    return result
+
+
+async def read_proxy_header(sock: trio.socket.SocketType) -> ProxyHeader | BadProxyHeader | None:
+    """Read (and consume) exactly the PROXY header; None if the peer closed first."""
+
+    async def peek() -> bytes:
+        return await sock.recv(PROXY_PEEK, socket.MSG_PEEK)
+
+    parser = CountingParser(ProxyHeaderParser())
+    result = await peek_until(peek, trio.sleep, parser, PROXY_NEED_DATA)
+    if isinstance(result, ProxyHeader):
+        size = parser.fed - len(result.leftover)
+        while size:
+            got = await sock.recv(size)
+            if not got:
+                return None
+            size -= len(got)
+    assert result is None or isinstance(result, ProxyHeader | BadProxyHeader)
+    return result
 
 
 async def open_upstream(decoy: DecoyUpstream, stealth: Stealth, sni: str | None) -> trio.abc.Stream:
@@ -160,7 +168,8 @@ async def serve_site(
     client: trio.abc.Stream, lookup: site.Lookup, replay: bytes, eof: bool
 ) -> None:
     server = site.StaticSite(lookup)
-    server.receive_data(replay, time.time())
+    if replay:  # (b"" would mean end of stream)
+        server.receive_data(replay, time.time())
     if eof:
         server.receive_data(b"", time.time())
     try:

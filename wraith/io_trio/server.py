@@ -22,15 +22,17 @@ from dataclasses import dataclass, field
 import trio
 
 from ..config import ServerConfig
+from ..front import proxied_peer
 from ..gate import Gate
 from ..options import ServeOptions
 from ..proto import names, tunnel
+from ..proto.proxyproto import ProxyHeader, trusted
 from ..ssh import engine as e
 from ..ssh.authlog import clean_text
 from ..ssh.engine import ByteSession
 from ..ssh.engines import server_engine
 from .drain import Drain, wait_for_stop
-from .front import serve_site, tls_front
+from .front import read_proxy_header, serve_site, tls_front
 from .pump import pump
 from .streams import ChannelStream, reset, splice
 from .wake import Notifier, guarded, single_errors, wait_pending
@@ -301,6 +303,8 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
         raise ConfigError(f"cannot listen on {target.url()}: {exc.strerror or exc}") from None
     addresses = [(str(s.getsockname()[0]), int(s.getsockname()[1])) for s in listeners]
     server = Server(addresses=addresses, config=config, gate=Gate(config.gate))
+    proxy_from = config.front.proxy_from if config.front is not None else None
+    acme = config.front.acme if config.front is not None else None
 
     async def accept_loop(
         listener: trio.socket.SocketType, scheme: str, nursery: trio.Nursery
@@ -316,16 +320,34 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
                     await trio.sleep(0.1)
                     continue
                 peer = (str(addr[0]), int(addr[1]))
-                if not server.gate.admit(peer, trio.current_time()):
+                proxied = proxy_from is not None and trusted(peer[0], proxy_from)
+                if not proxied and not server.gate.admit(peer, trio.current_time()):
                     conn.close()  # banned or over the pre-auth caps: before any banner
                     continue
-                nursery.start_soon(guarded, "session", counted, conn, peer, scheme)
+                nursery.start_soon(guarded, "session", counted, conn, peer, scheme, proxied)
 
-    async def counted(conn: trio.socket.SocketType, peer: tuple[str, int], scheme: str) -> None:
+    async def counted(
+        conn: trio.socket.SocketType, peer: tuple[str, int], scheme: str, proxied: bool
+    ) -> None:
         if not server._handlers:
             server._handlers_done = trio.Event()
         server._handlers += 1
         try:
+            if proxied:
+                # From a trusted front: the PROXY header names the real client,
+                # which the gate, the bans and the logs then see.
+                header = None
+                with trio.move_on_after(opts.auth_timeout):
+                    header = await read_proxy_header(conn)
+                if not isinstance(header, ProxyHeader):
+                    why = header.reason if header is not None else "timed out or closed"
+                    log.info("bad PROXY header from front src=%s port=%d: %s", *peer, why)
+                    conn.close()
+                    return
+                peer = proxied_peer(header, peer)
+                if not server.gate.admit(peer, trio.current_time()):
+                    conn.close()
+                    return
             await handle(conn, peer, scheme)
         finally:
             server._handlers -= 1
@@ -373,12 +395,18 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
             return
         await _Session(session, peer, server, opts).run()
 
-    with single_errors():
-        async with trio.open_nursery() as nursery:
-            for listener, target in zip(listeners, config.listen, strict=True):
-                nursery.start_soon(accept_loop, listener, target.scheme, nursery)
-            await nursery.start(_reload_on_sighup, config)
-            try:
-                yield server
-            finally:
-                nursery.cancel_scope.cancel()
+    if acme is not None:
+        acme.start()  # stored certificates at once; orders and renewals in its thread
+    try:
+        with single_errors():
+            async with trio.open_nursery() as nursery:
+                for listener, target in zip(listeners, config.listen, strict=True):
+                    nursery.start_soon(accept_loop, listener, target.scheme, nursery)
+                await nursery.start(_reload_on_sighup, config)
+                try:
+                    yield server
+                finally:
+                    nursery.cancel_scope.cancel()
+    finally:
+        if acme is not None:
+            await trio.to_thread.run_sync(acme.stop)

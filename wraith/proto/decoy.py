@@ -95,6 +95,20 @@ class StaticSite:
 
     def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None:
         """Feed bytes from the client (``b""`` for end of stream)."""
+        data = bytes(data)
+        if not data:
+            self._receive(data, now)
+            return
+        # h11 holds an incomplete head to MAX_HEAD only in what it has buffered: never
+        # give it more than one byte past that, so that a head is refused alike
+        # whether it comes whole or a byte at a time.
+        pos = 0
+        while pos < len(data) and not self._closed:
+            room = max(1, MAX_HEAD + 1 - len(self._conn.trailing_data[0]))
+            self._receive(data[pos : pos + room], now)
+            pos += room
+
+    def _receive(self, data: bytes, now: float) -> None:
         if self._closed:
             return
         if self._conn.their_state is h11.IDLE and b"\n" not in self._line:
@@ -103,7 +117,7 @@ class StaticSite:
                 # As a web server does: a request line that cannot be HTTP is a 400 at once.
                 self._error(400, now)
                 return
-        self._conn.receive_data(bytes(data))
+        self._conn.receive_data(data)
         while not self._closed:
             try:
                 event = self._conn.next_event()
@@ -113,7 +127,7 @@ class StaticSite:
                 return
             if event is h11.NEED_DATA:
                 if self._conn.their_state is h11.DONE and self._conn.our_state is h11.DONE:
-                    self._next_cycle()
+                    self._next_cycle(now)
                     continue
                 return
             if isinstance(event, h11.ConnectionClosed):
@@ -122,9 +136,9 @@ class StaticSite:
             if isinstance(event, h11.Request):
                 self._answer(event, now)
             elif isinstance(event, h11.EndOfMessage):
-                self._next_cycle()
+                self._next_cycle(now)
 
-    def _next_cycle(self) -> None:
+    def _next_cycle(self, now: float) -> None:
         if self._conn.our_state is h11.MUST_CLOSE or self._conn.their_state is h11.MUST_CLOSE:
             self._closed = True
             return
@@ -133,7 +147,8 @@ class StaticSite:
             # Bytes of a pipelined request are already buffered: the loop goes on.
             self._line = bytearray(self._conn.trailing_data[0][:8192])
             if not _line_may_be_http(bytes(self._line)):
-                self._line = bytearray(b"\n")  # h11 will refuse it: let it say 400
+                # h11 would wait for the whole head: refuse it at once, as above.
+                self._error(400, now)
         elif self._conn.our_state is h11.CLOSED or self._conn.their_state is h11.CLOSED:
             self._closed = True
 
@@ -272,8 +287,10 @@ def _host(headers: Sequence[tuple[bytes, bytes]]) -> str | None:
                 return None
             host = value.decode("ascii")
             if host.startswith("["):
-                return host[: host.index("]") + 1] if "]" in host else None
-            return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+                end = host.find("]")
+                return host[: end + 1] if end > 1 else None
+            bare, _, port = host.partition(":")
+            return bare if bare and ":" not in port else None
     return None
 
 
