@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import shutil
 import socket
 import ssl
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from helpers import (
     WraithServer,
     clean_env,
     echo_roundtrip,
+    free_port,
     pattern_bytes,
     start_client,
     start_server,
@@ -325,3 +328,69 @@ def test_connect_line_names_the_tls_url(tmp_path: Path, pki: Pki) -> None:
         assert m.group(1) == f"tls://127.0.0.1:{port}"
     finally:
         proc.stop()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_client_against_a_tls12_only_server(
+    backend: str, tmp_path: Path, keys: Keys, pki: Pki, echo: EchoServer
+) -> None:
+    """``wraith connect tls://`` to a TLS 1.2-only front (stunnel4 with sslVersionMax)
+    that passes the connection on to a plain ``wraith serve``."""
+    exe = shutil.which("stunnel4") or shutil.which("stunnel")
+    assert exe is not None, "stunnel4 is missing: run scripts/test.sh, which installs it"
+    server = start_server(backend, tmp_path, authorized_keys=keys.authorized_keys)
+    front = free_port()
+    log = tmp_path / "stunnel.log"
+    conf = tmp_path / "stunnel.conf"
+    conf.write_text(
+        "\n".join(
+            [
+                "foreground = yes",
+                "pid =",
+                f"output = {log}",
+                "[wraith]",
+                f"accept = 127.0.0.1:{front}",
+                f"connect = 127.0.0.1:{server.port}",
+                f"cert = {pki.cert}",
+                f"key = {pki.key}",
+                "sslVersionMax = TLSv1.2",
+                "",
+            ]
+        )
+    )
+    stunnel = subprocess.Popen([exe, str(conf)], stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", front), timeout=1).close()
+                break
+            except OSError:
+                assert stunnel.poll() is None, log.read_text() if log.exists() else ""
+                assert time.monotonic() < deadline, "stunnel did not start"
+                time.sleep(0.05)
+        # The front really offers TLS 1.2 only.
+        ctx = ssl.create_default_context(cafile=str(pki.ca))
+        with (
+            socket.create_connection(("127.0.0.1", front), timeout=10) as raw,
+            ctx.wrap_socket(raw, server_hostname="localhost") as probe,
+        ):
+            assert probe.version() == "TLSv1.2"
+        client = start_client(
+            backend,
+            WraithServer(server.proc, front, server.fingerprint),
+            keys.client,
+            args=["-L", f"127.0.0.1:0:127.0.0.1:{echo.port}", "--tls-ca", str(pki.ca)],
+            env=clean_env(WRAITH_ENGINE="sansio", WRAITH_TARGET=""),
+            target=f"tls://localhost:{front}",
+        )
+        try:
+            payload = pattern_bytes(2 * 1024 * 1024, seed=12)
+            assert echo_roundtrip(client.local_ports[0], payload) == payload
+        finally:
+            client.proc.stop()
+    finally:
+        stunnel.terminate()
+        stunnel.wait(timeout=10)
+        server.proc.stop()

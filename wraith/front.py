@@ -21,17 +21,21 @@ import logging
 import os
 import secrets
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .config import ConfigError
 from .decoy import Decoy, DecoyUpstream
-from .proto.decoy import Page, Redirect
-from .proto.proxyproto import ProxyHeader
+from .proto.decoy import IDLE_TIMEOUT, Lookup, Page, Redirect, StaticSite
+from .proto.proxyproto import BadProxyHeader, ProxyHeader
 from .proto.sniff import ClientHello, NotTLS
-from .proto.stealth import new_secret_path
+from .proto.stealth import Accepted, Refused, StealthClient, new_secret_path
+
+if TYPE_CHECKING:
+    from .gate import Gate
 
 log = logging.getLogger("wraith.server")
 
@@ -153,6 +157,71 @@ def proxied_peer(header: ProxyHeader, peer: tuple[str, int]) -> tuple[str, int]:
     if isinstance(mapped, ipaddress.IPv6Address) and mapped.ipv4_mapped is not None:
         host = str(mapped.ipv4_mapped)
     return host, port
+
+
+async def run_site(
+    lookup: Lookup,
+    replay: bytes,
+    eof: bool,
+    send: Callable[[bytes], Awaitable[None]],
+    receive: Callable[[float], Awaitable[bytes | None]],
+) -> None:
+    """Serve a :class:`~wraith.proto.decoy.StaticSite` over one connection until it
+    closes.  Backend-neutral: ``receive(timeout)`` returns the next bytes (``b""``
+    at end of stream) or None when the connection sat idle for ``timeout`` s."""
+    server = StaticSite(lookup)
+    if replay:  # (b"" would mean end of stream)
+        server.receive_data(replay, time.time())
+    if eof:
+        server.receive_data(b"", time.time())
+    while True:
+        out = server.data_to_send()
+        if out:
+            await send(out)
+        if server.closed:
+            return
+        data = await receive(IDLE_TIMEOUT)
+        if data is None:
+            return
+        server.receive_data(data, time.time())
+
+
+async def stealth_upgrade(
+    send: Callable[[bytes], Awaitable[None]],
+    receive: Callable[[], Awaitable[bytes]],
+    host: str,
+    path: str,
+) -> bytes:
+    """Client side: the HTTP Upgrade to the secret path; the bytes after the 101.
+
+    Backend-neutral; a refusal is :class:`~wraith.errors.ConnectError`, and the
+    caller turns its backend's broken-stream error into one."""
+    from .errors import ConnectError
+
+    client = StealthClient(host, path, key=secrets.token_bytes(16))
+    await send(client.request())
+    while True:
+        result = client.result()
+        if isinstance(result, Accepted):
+            return result.leftover
+        if isinstance(result, Refused):
+            raise ConnectError(f"stealth upgrade refused by {host}: {result.reason}")
+        client.receive_data(await receive())
+
+
+def admit_proxied(
+    header: ProxyHeader | BadProxyHeader | None,
+    front_peer: tuple[str, int],
+    gate: Gate,
+    now: float,
+) -> tuple[str, int] | None:
+    """After a trusted front's PROXY header: the real client address, if admitted."""
+    if not isinstance(header, ProxyHeader):
+        why = header.reason if header is not None else "timed out or closed"
+        log.info("bad PROXY header from front src=%s port=%d: %s", *front_peer, why)
+        return None
+    peer = proxied_peer(header, front_peer)
+    return peer if gate.admit(peer, now) else None
 
 
 def upstream_context() -> ssl.SSLContext:

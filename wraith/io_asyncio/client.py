@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,10 +18,10 @@ from typing import Any
 
 from ..config import ClientConfig
 from ..errors import ConnectError
+from ..front import stealth_upgrade
 from ..options import ConnectOptions
 from ..proto import forwards as fw
 from ..proto import socks5, tunnel
-from ..proto.stealth import Accepted, Refused, StealthClient
 from ..reconnect import Reconnector
 from ..ssh import engine as e
 from ..ssh import sansio_engine
@@ -117,17 +116,13 @@ async def _stealth_upgrade(
 ) -> bytes:
     """The HTTP Upgrade to the secret path; returns the bytes after the 101."""
     assert cfg.stealth_path is not None
-    client = StealthClient(host, cfg.stealth_path, key=secrets.token_bytes(16))
-    try:
-        writer.write(client.request())
+
+    async def send(data: bytes) -> None:
+        writer.write(data)
         await writer.drain()
-        while True:
-            result = client.result()
-            if isinstance(result, Accepted):
-                return result.leftover
-            if isinstance(result, Refused):
-                raise ConnectError(f"stealth upgrade refused by {host}: {result.reason}")
-            client.receive_data(await reader.read(16384))
+
+    try:
+        return await stealth_upgrade(send, lambda: reader.read(16384), host, cfg.stealth_path)
     except OSError:
         raise ConnectError(f"stealth upgrade with {host} failed: connection closed") from None
 

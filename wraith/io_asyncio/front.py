@@ -11,10 +11,9 @@ import contextlib
 import logging
 import socket
 import ssl
-import time
 
 from ..decoy import DecoyFiles, DecoyUpstream
-from ..front import ACME_TLS_ALPN, CountingParser, Front, Stealth, peek_until
+from ..front import ACME_TLS_ALPN, CountingParser, Front, Stealth, peek_until, run_site
 from ..proto import decoy as site
 from ..proto.proxyproto import NEED_DATA as PROXY_NEED_DATA
 from ..proto.proxyproto import BadProxyHeader, ProxyHeader, ProxyHeaderParser
@@ -230,27 +229,20 @@ async def _splice_decoy(client: Streams, upstream: Streams, replay: bytes, eof: 
 
 async def serve_site(client: Streams, lookup: site.Lookup, replay: bytes, eof: bool) -> None:
     reader, writer = client
-    server = site.StaticSite(lookup)
-    if replay:  # (b"" would mean end of stream)
-        server.receive_data(replay, time.time())
-    if eof:
-        server.receive_data(b"", time.time())
-    try:
-        while True:
-            out = server.data_to_send()
-            if out:
-                writer.write(out)
-                await writer.drain()
-            if server.closed:
-                return
-            try:
-                async with asyncio.timeout(site.IDLE_TIMEOUT):
-                    data = await reader.read(READ_SIZE)
-            except TimeoutError:
-                return
-            server.receive_data(data, time.time())
-    except OSError:
-        return
+
+    async def send(data: bytes) -> None:
+        writer.write(data)
+        await writer.drain()
+
+    async def receive(timeout: float) -> bytes | None:
+        try:
+            async with asyncio.timeout(timeout):
+                return await reader.read(READ_SIZE)
+        except TimeoutError:
+            return None
+
+    with contextlib.suppress(OSError):
+        await run_site(lookup, replay, eof, send, receive)
 
 
 async def tls_front(

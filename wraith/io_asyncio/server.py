@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import ConfigError, ServerConfig
-from ..front import proxied_peer
+from ..front import admit_proxied
 from ..gate import Gate
 from ..options import ServeOptions
 from ..proto import names, tunnel
-from ..proto.proxyproto import ProxyHeader, trusted
+from ..proto.proxyproto import trusted
 from ..ssh import engine as e
 from ..ssh.authlog import clean_text
 from ..ssh.engine import ByteSession
@@ -398,15 +398,11 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
                     header = await read_proxy_header(raw)
             except TimeoutError:
                 header = None
-            if not isinstance(header, ProxyHeader):
-                why = header.reason if header is not None else "timed out or closed"
-                log.info("bad PROXY header from front src=%s port=%d: %s", *peer, why)
+            real = admit_proxied(header, peer, server.gate, loop.time())
+            if real is None:
                 raw.close()
                 return
-            peer = proxied_peer(header, peer)
-            if not server.gate.admit(peer, loop.time()):
-                raw.close()
-                return
+            peer = real
         await handle(raw, peer, scheme)
 
     async def accept_loop(listener: socket.socket, scheme: str) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,10 +23,10 @@ import trio
 
 from ..config import ClientConfig
 from ..errors import ConnectError
+from ..front import stealth_upgrade
 from ..options import ConnectOptions
 from ..proto import forwards as fw
 from ..proto import socks5, tunnel
-from ..proto.stealth import Accepted, Refused, StealthClient
 from ..reconnect import Reconnector
 from ..ssh import engine as e
 from ..ssh import sansio_engine
@@ -114,17 +113,12 @@ async def _establish(cfg: ClientConfig, nursery: trio.Nursery) -> e.ClientSessio
 async def _stealth_upgrade(stream: trio.abc.Stream, cfg: ClientConfig, host: str) -> bytes:
     """The HTTP Upgrade to the secret path; returns the bytes after the 101."""
     assert cfg.stealth_path is not None
-    client = StealthClient(host, cfg.stealth_path, key=secrets.token_bytes(16))
+
+    async def receive() -> bytes:
+        return bytes(await stream.receive_some(16384))
+
     try:
-        await stream.send_all(client.request())
-        while True:
-            result = client.result()
-            if isinstance(result, Accepted):
-                return result.leftover
-            if isinstance(result, Refused):
-                raise ConnectError(f"stealth upgrade refused by {host}: {result.reason}")
-            data = await stream.receive_some(16384)
-            client.receive_data(data)
+        return await stealth_upgrade(stream.send_all, receive, host, cfg.stealth_path)
     except trio.BrokenResourceError:
         raise ConnectError(f"stealth upgrade with {host} failed: connection closed") from None
 

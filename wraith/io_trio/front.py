@@ -5,14 +5,14 @@ The decisions are :mod:`wraith.front`'s and ``proto/``'s; this module moves byte
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
-import time
 
 import trio
 
 from ..decoy import DecoyFiles, DecoyUpstream
-from ..front import CountingParser, Front, Stealth, peek_until
+from ..front import CountingParser, Front, Stealth, peek_until, run_site
 from ..proto import decoy as site
 from ..proto.proxyproto import NEED_DATA as PROXY_NEED_DATA
 from ..proto.proxyproto import BadProxyHeader, ProxyHeader, ProxyHeaderParser
@@ -167,25 +167,13 @@ async def _splice_decoy(
 async def serve_site(
     client: trio.abc.Stream, lookup: site.Lookup, replay: bytes, eof: bool
 ) -> None:
-    server = site.StaticSite(lookup)
-    if replay:  # (b"" would mean end of stream)
-        server.receive_data(replay, time.time())
-    if eof:
-        server.receive_data(b"", time.time())
-    try:
-        while True:
-            out = server.data_to_send()
-            if out:
-                await client.send_all(out)
-            if server.closed:
-                return
-            with trio.move_on_after(site.IDLE_TIMEOUT) as idle:
-                data = await client.receive_some(READ_SIZE)
-            if idle.cancelled_caught:
-                return
-            server.receive_data(data, time.time())
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        return
+    async def receive(timeout: float) -> bytes | None:
+        with trio.move_on_after(timeout):
+            return bytes(await client.receive_some(READ_SIZE))
+        return None
+
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        await run_site(lookup, replay, eof, client.send_all, receive)
 
 
 async def tls_front(

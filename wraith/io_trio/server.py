@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 import trio
 
 from ..config import ServerConfig
-from ..front import proxied_peer
+from ..front import admit_proxied
 from ..gate import Gate
 from ..options import ServeOptions
 from ..proto import names, tunnel
-from ..proto.proxyproto import ProxyHeader, trusted
+from ..proto.proxyproto import trusted
 from ..ssh import engine as e
 from ..ssh.authlog import clean_text
 from ..ssh.engine import ByteSession
@@ -339,15 +339,11 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
                 header = None
                 with trio.move_on_after(opts.auth_timeout):
                     header = await read_proxy_header(conn)
-                if not isinstance(header, ProxyHeader):
-                    why = header.reason if header is not None else "timed out or closed"
-                    log.info("bad PROXY header from front src=%s port=%d: %s", *peer, why)
+                real = admit_proxied(header, peer, server.gate, trio.current_time())
+                if real is None:
                     conn.close()
                     return
-                peer = proxied_peer(header, peer)
-                if not server.gate.admit(peer, trio.current_time()):
-                    conn.close()
-                    return
+                peer = real
             await handle(conn, peer, scheme)
         finally:
             server._handlers -= 1
