@@ -88,6 +88,19 @@ class Front:
             return self.acme.choose_context(hello) if isinstance(hello, ClientHello) else None
         return self.static
 
+    def context_or_log(
+        self, hello: ClientHello | NotTLS | None, peer: tuple[str, int]
+    ) -> ssl.SSLContext | None:
+        """:meth:`context_for`, logging why there is none (the caller then closes)."""
+        ctx = self.context_for(hello) if hello is not None else None
+        if ctx is None:
+            if hello is None:
+                why = "closed"
+            else:
+                why = "not TLS" if isinstance(hello, NotTLS) else "no certificate yet"
+            log.info("TLS handshake failed src=%s port=%d: %s", *peer, why)
+        return ctx
+
     def http_lookup(self, path: str) -> Page | Redirect | None:
         """An ``http://`` listener: ACME HTTP-01 answers; everything else goes to https."""
         if path.startswith(HTTP01_PREFIX):

@@ -274,13 +274,8 @@ async def tls_front(
             await _splice_decoy(client, upstream, b"", eof=False)
             _close(client[1])
             return None
-    ctx = front.context_for(hello) if hello is not None else None
+    ctx = front.context_or_log(hello, peer)
     if ctx is None:
-        if hello is None:
-            why = "closed"
-        else:
-            why = "not TLS" if isinstance(hello, NotTLS) else "no certificate yet"
-        log.info("TLS handshake failed src=%s port=%d: %s", *peer, why)
         raw.close()
         return None
     try:

@@ -155,6 +155,9 @@ class ChannelTransport(asyncio.Transport):
         except asyncio.CancelledError:
             self._finish(None)
             raise
+        except Exception as exc:
+            # Never die silently: the reader would wait forever.
+            self._finish(SessionLost(f"channel failed: {type(exc).__name__}"))
 
     def _finish(self, exc: Exception | None) -> None:
         if self._done:

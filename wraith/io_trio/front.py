@@ -210,13 +210,8 @@ async def tls_front(
             await _splice_decoy(stream, raw, b"", eof=False)
             await trio.aclose_forcefully(stream)
             return None
-    ctx = front.context_for(hello) if hello is not None else None
+    ctx = front.context_or_log(hello, peer)
     if ctx is None:
-        if hello is None:
-            why = "closed"
-        else:
-            why = "not TLS" if isinstance(hello, NotTLS) else "no certificate yet"
-        log.info("TLS handshake failed src=%s port=%d: %s", *peer, why)
         await trio.aclose_forcefully(stream)
         return None
     tls_stream = trio.SSLStream(stream, ctx, server_side=True)

@@ -354,6 +354,9 @@ class ParamikoChannel(Channel):
         self._transport = transport
         self._waker: Waker | None = None
         self.remote_closed = False
+        #: Sending (a WINDOW_ADJUST from recv(), data from send()) failed: the
+        #: session is dying, even if paramiko's thread has not noticed yet.
+        self.broken = False
         # Never block in send(): a full window raises socket.timeout instead.
         chan.settimeout(0.0)
         chan._wraith_adapter = self
@@ -378,8 +381,13 @@ class ParamikoChannel(Channel):
                 data: bytes = ch.recv(max_bytes)
             except TimeoutError:
                 return None
+            except (EOFError, OSError, paramiko.SSHException):
+                # recv() sends a WINDOW_ADJUST; paramiko's packetizer raises
+                # EOFError (or socket errors) when the peer is gone.
+                self.broken = True
+                return b""
             return data
-        return b"" if ended else None
+        return b"" if ended or self.broken else None
 
     def write(self, data: bytes | memoryview) -> int:
         ch = self._chan
@@ -395,10 +403,12 @@ class ParamikoChannel(Channel):
                 n: int = ch.send(bytes(view[total : total + chunk]))
             except TimeoutError:
                 break
-            except (OSError, paramiko.SSHException) as e:
+            except (EOFError, OSError, paramiko.SSHException) as e:
+                # EOFError: paramiko's packetizer saw the peer go away.
+                self.broken = True
                 if total:
                     break
-                raise ChannelClosed(str(e) or "channel closed") from None
+                raise ChannelClosed(str(e) or "session lost") from None
             if n <= 0:
                 break
             total += n
@@ -406,13 +416,21 @@ class ParamikoChannel(Channel):
 
     def write_eof(self) -> None:
         if not self._chan.closed:
-            self._chan.shutdown_write()
+            try:
+                self._chan.shutdown_write()
+            except (EOFError, OSError, paramiko.SSHException):
+                self.broken = True  # the next read or write reports the loss
 
     def close(self) -> None:
-        self._chan.close()
+        try:
+            self._chan.close()
+        except (EOFError, OSError, paramiko.SSHException):
+            self.broken = True  # the session is going: nothing left to tell the peer
 
     @property
     def lost(self) -> bool:
+        if self.broken:
+            return True
         if self.remote_closed:
             # CLOSE without EOF: the peer's side of this tunnel broke, so must ours.
             return not self._chan.eof_received
