@@ -13,7 +13,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,14 +78,23 @@ class Server:
         await self.shutdown(shutdown_timeout)
 
 
-async def tcp_connect(host: str, port: int) -> socket.socket:
+async def tcp_connect(
+    host: str, port: int, screen: Callable[[str], bool] | None = None
+) -> socket.socket:
     """A connected non-blocking socket to ``host:port``, trying each address in turn.
 
     Raises ``socket.gaierror`` if the name does not resolve, else the first
-    address's ``OSError`` (its errno says refused, unreachable, ...).
+    address's ``OSError`` (its errno says refused, unreachable, ...).  With
+    ``screen`` (a tunnel's destination policy), refused addresses are never
+    dialled, and if any was refused while the rest failed, that is the
+    :class:`DialError` (``prohibited``).
     """
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    why: str | None = None
+    if screen is not None:
+        usable, why = tunnel.screen_addresses([str(i[4][0]) for i in infos], screen)
+        infos = [i for i in infos if str(i[4][0]) in usable]
     first: OSError | None = None
     for family, type_, proto, _, addr in infos:
         sock = socket.socket(family, type_, proto)
@@ -99,16 +108,18 @@ async def tcp_connect(host: str, port: int) -> socket.socket:
         except BaseException:
             sock.close()
             raise
+    if why is not None:
+        raise DialError(why, prohibited=True)
     raise first or OSError(f"no address for {host}")
 
 
 async def dial(
-    host: str, port: int, timeout: float
+    host: str, port: int, timeout: float, screen: Callable[[str], bool] | None = None
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Connect to ``host:port``; raise ``DialError`` with the open-failure text."""
     try:
         async with asyncio.timeout(timeout):
-            sock = await tcp_connect(host, port)
+            sock = await tcp_connect(host, port, screen)
             return await asyncio.open_connection(sock=sock, limit=1024 * 1024)
     except TimeoutError:
         raise DialError(tunnel.TIMED_OUT) from None
@@ -119,7 +130,10 @@ async def dial(
 
 
 class DialError(Exception):
-    pass
+    def __init__(self, text: str, *, prohibited: bool = False) -> None:
+        super().__init__(text)
+        #: Refused by policy (ADMINISTRATIVELY_PROHIBITED), not a failed dial.
+        self.prohibited = prohibited
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -242,9 +256,10 @@ class _Session:
 
     async def _direct(self, ev: e.DirectTcpipRequested) -> None:
         try:
-            local = await dial(ev.host, ev.port, self.opts.dial_timeout)
+            local = await dial(ev.host, ev.port, self.opts.dial_timeout, ev.allows_address)
         except DialError as exc:
-            ev.reject(e.OpenFailure.CONNECT_FAILED, str(exc))
+            code = e.OpenFailure.ADMINISTRATIVELY_PROHIBITED
+            ev.reject(code if exc.prohibited else e.OpenFailure.CONNECT_FAILED, str(exc))
             return
         peer = local[1].get_extra_info("peername") or ("",)
         if names.is_link_local_or_metadata(str(peer[0])):

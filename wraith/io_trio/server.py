@@ -197,15 +197,37 @@ class _Session:
         finally:
             self.server.drain.leave()
 
+    async def _dial_screened(self, ev: e.DirectTcpipRequested) -> trio.SocketStream | None:
+        """Resolve, drop the addresses the policy refuses, dial the rest in turn.
+
+        None once ``ev`` is rejected (nothing allowed, or every dial failed)."""
+        try:
+            infos = await trio.socket.getaddrinfo(ev.host, ev.port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            ev.reject(e.OpenFailure.CONNECT_FAILED, _dial_error(exc))
+            return None
+        usable, why = tunnel.screen_addresses([str(i[4][0]) for i in infos], ev.allows_address)
+        first: OSError | None = None
+        for address in usable:
+            try:
+                return await trio.open_tcp_stream(address, ev.port)
+            except OSError as exc:
+                first = first or exc
+        if why is not None:
+            ev.reject(e.OpenFailure.ADMINISTRATIVELY_PROHIBITED, why)
+        else:
+            assert first is not None
+            ev.reject(e.OpenFailure.CONNECT_FAILED, _dial_error(first))
+        return None
+
     async def _direct(self, ev: e.DirectTcpipRequested) -> None:
         try:
             with trio.fail_after(self.opts.dial_timeout):
-                stream = await trio.open_tcp_stream(ev.host, ev.port)
+                stream = await self._dial_screened(ev)
         except trio.TooSlowError:
             ev.reject(e.OpenFailure.CONNECT_FAILED, tunnel.TIMED_OUT)
             return
-        except OSError as exc:
-            ev.reject(e.OpenFailure.CONNECT_FAILED, _dial_error(exc))
+        if stream is None:
             return
         if names.is_link_local_or_metadata(str(stream.socket.getpeername()[0])):
             await reset(stream)  # a name that resolved to a metadata address

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import enum
 import errno as _errno
+from collections.abc import Callable, Iterable
 
+from .names import is_link_local_or_metadata
 from .socks5 import Reply
 
 
@@ -37,6 +39,30 @@ RESERVED_NAME = "administratively prohibited: reserved name"
 NOT_PERMITTED = "administratively prohibited: not permitted by policy"
 INVALID_DESTINATION = "administratively prohibited: invalid destination"
 LINK_LOCAL_DENIED = "administratively prohibited: link-local and metadata addresses are denied"
+
+
+def screen_addresses(
+    addresses: Iterable[str], allowed: Callable[[str], bool]
+) -> tuple[list[str], str | None]:
+    """Which of a destination's resolved addresses a tunnel may dial, before any dial.
+
+    Returns the usable addresses (in order, without repeats) and, if any address
+    was screened out, the open-failure text that explains it: link-local and
+    metadata addresses are never dialled, and ``allowed`` (the
+    ``--allow-dest``/``--deny-dest`` policy) has the last word on the rest.
+    Nothing is dialled that the policy refuses, so a refused destination never
+    sees a connection attempt.
+    """
+    usable: list[str] = []
+    why: str | None = None
+    for address in addresses:
+        if is_link_local_or_metadata(address):
+            why = LINK_LOCAL_DENIED
+        elif not allowed(address):
+            why = why or NOT_PERMITTED
+        elif address not in usable:
+            usable.append(address)
+    return usable, why
 
 
 def describe_dial_error(err: int | None, *, dns: bool = False, timeout: bool = False) -> str:
