@@ -66,6 +66,12 @@ http {{
         listen 127.0.0.1:{port};
         root {dir}/www;
     }}
+    server {{
+        listen 127.0.0.1:{tls_port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        root {dir}/www;
+    }}
 }}
 """
 
@@ -73,19 +79,30 @@ http {{
 @dataclass
 class Nginx:
     port: int
+    #: The same site over TLS (TLS 1.3: session tickets right after the handshake).
+    tls_port: int
     root: Path
 
 
 @pytest.fixture(scope="module")
-def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
+def nginx(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Nginx]:  # noqa: F811
     exe = shutil.which("nginx") or "/usr/sbin/nginx"
     d = tmp_path_factory.mktemp("nginx")
     (d / "www").mkdir()
     (d / "www" / "index.html").write_text("<html><body><h1>Acme Widgets</h1></body></html>\n")
     (d / "www" / "site.css").write_text("body { color: #123; }\n")
-    port = free_port()
+    port, tls_port = free_port(), free_port()
     conf = d / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(dir=d, port=port, timeout=DECOY_TIMEOUT))
+    conf.write_text(
+        NGINX_CONF.format(
+            dir=d,
+            port=port,
+            tls_port=tls_port,
+            cert=pki.cert,
+            key=pki.key,
+            timeout=DECOY_TIMEOUT,
+        )
+    )
     log = (d / "stderr.log").open("wb")
     proc = subprocess.Popen(
         [exe, "-c", str(conf), "-p", str(d)], stdout=subprocess.DEVNULL, stderr=log
@@ -100,7 +117,15 @@ def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
                 assert proc.poll() is None, (d / "stderr.log").read_text()
                 assert time.monotonic() < deadline, "nginx did not start"
                 time.sleep(0.05)
-        yield Nginx(port=port, root=d / "www")
+        for p in (port, tls_port):
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", p), timeout=1).close()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "nginx did not start"
+                    time.sleep(0.05)
+        yield Nginx(port=port, tls_port=tls_port, root=d / "www")
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -180,6 +205,17 @@ def _exchange(sock: socket.socket, chunks: list[bytes], gap: float) -> Answer:
 
 def probe_direct(port: int, chunks: list[bytes], gap: float = 0) -> Answer:
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        return _exchange(sock, chunks, gap)
+
+
+def probe_tls(port: int, ca: Path, chunks: list[bytes], gap: float = 0, delay: float = 0) -> Answer:
+    """As :func:`probe_stealth`; ``delay`` s of silence after the handshake first."""
+    ctx = ssl.create_default_context(cafile=str(ca))
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=30) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost") as sock,
+    ):
+        time.sleep(delay)
         return _exchange(sock, chunks, gap)
 
 
@@ -452,3 +488,57 @@ def test_stealth_needs_tls(tmp_path: Path, args: list[str], message: str) -> Non
     )
     assert out.returncode == 2
     assert message in out.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_https_decoy(
+    backend: str,
+    tmp_path: Path,
+    keys: Keys,
+    pki: Pki,  # noqa: F811
+    nginx: Nginx,
+) -> None:
+    """An https:// decoy (nginx over TLS 1.3): probes match it, bytes that are not TLS
+    reach its own TLS port, and a Wraith client that is slow to send its request
+    (while the decoy connection sits open) still gets the tunnel."""
+    st = stealth_server(backend, tmp_path, keys, pki, f"https://127.0.0.1:{nginx.tls_port}")
+    try:
+        index = [b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"]
+        direct = probe_tls(nginx.tls_port, pki.ca, index)
+        mine = probe_tls(st.port, pki.ca, index)
+        assert direct.data.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert normalize(mine.data) == normalize(direct.data) and mine.closed
+        # Plain HTTP to the TLS port: nginx's own answer to that.
+        plain = [b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"]
+        direct = probe_direct(nginx.tls_port, plain)
+        mine = probe_direct(st.port, plain)
+        assert direct.data.startswith(b"HTTP/1.1 400 ")
+        assert normalize(mine.data) == normalize(direct.data)
+        assert mine.closed == direct.closed
+        # The right request, a second after the handshake: still the tunnel.
+        upgrade = (
+            f"GET {st.path} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\n"
+            "Upgrade: websocket\r\n\r\n"
+        ).encode()
+        ctx = ssl.create_default_context(cafile=str(pki.ca))
+        with (
+            socket.create_connection(("127.0.0.1", st.port), timeout=30) as raw,
+            ctx.wrap_socket(raw, server_hostname="localhost") as sock,
+        ):
+            time.sleep(1.0)
+            sock.sendall(upgrade)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = sock.recv(4096)
+                assert chunk, head
+                head += chunk
+            assert head.startswith(b"HTTP/1.1 101 "), head
+            rest = head.split(b"\r\n\r\n", 1)[1]
+            while b"\r\n" not in rest:  # then the server's SSH identification line
+                chunk = sock.recv(4096)
+                assert chunk, rest
+                rest += chunk
+            assert rest.startswith(b"SSH-2.0-"), rest
+    finally:
+        st.server.proc.stop()

@@ -146,8 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--listen",
         action="append",
         metavar="URL",
-        help="listen address tcp://HOST:PORT, or tls://HOST:PORT for SSH inside TLS "
-        "(needs --tls-cert/--tls-key), repeatable (default: tcp://127.0.0.1:2222)",
+        help="listen address tcp://HOST:PORT, tls://HOST:PORT for SSH inside TLS (needs "
+        "--tls-cert/--tls-key or --acme-domain), or http://HOST:80 for ACME HTTP-01 "
+        "challenges only; repeatable (default: tcp://127.0.0.1:2222)",
     )
     s.add_argument(
         "--tls-cert",
@@ -590,6 +591,8 @@ def _serve_async(backend: str) -> Any:
                 print(f"listening on {scheme}://{_url_host(host)}:{port}")
             # The connect line names the first listener (an http:// one serves no SSH).
             first = next((i for i, s in enumerate(schemes) if s != "http"), 0)
+            if cfg.front is not None and cfg.front.stealth is not None:
+                first = schemes.index("tls")  # stealth clients need the secret path
             host, port = server.addresses[first]
             shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
             extra = ""

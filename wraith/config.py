@@ -147,6 +147,20 @@ def _server_front(
     return front
 
 
+def _acme_names(opts: ServeOptions) -> list[str]:
+    """``--acme-domain`` values, normalized, in order, without repeats."""
+    if not opts.acme_domains:
+        return []
+    from .acme import normalize_identifier
+
+    names: list[str] = []
+    for value in opts.acme_domains:
+        name = normalize_identifier(value)
+        if name not in names:
+            names.append(name)
+    return names
+
+
 def _gate_settings(opts: ServeOptions) -> GateSettings:
     from .gate import GateSettings
 
@@ -227,6 +241,11 @@ class ServerConfig:
         except (AuthorizedKeysError, keys.KeyLoadError, OSError) as e:
             raise ConfigError(str(e)) from None
         warnings += list(policy.warnings)
+        if opts.stealth and any(t.scheme == "tcp" for t in listen):
+            warnings.append(
+                "--stealth with a tcp:// listener too: that port answers with a plain SSH "
+                "banner, which gives the server away to anyone who probes it"
+            )
         return cls(
             listen=listen,
             host_key=host_key,
@@ -238,7 +257,7 @@ class ServerConfig:
             gate=gate,
             warnings=warnings,
             front=front,
-            acme_names=list(opts.acme_domains),
+            acme_names=_acme_names(opts),
             dest_policy=dest_policy,
         )
 

@@ -45,6 +45,17 @@ HTTP01_PREFIX = "/.well-known/acme-challenge/"
 STEALTH_PATH_FILE = "stealth-path"
 
 
+#: The longest the stealth gate waits for a request when a decoy web server is
+#: connected (its own timeouts normally end a silent connection well before).
+GATE_LIMIT = 300.0
+
+
+def gate_limit(upstream: bool) -> float:
+    """How long the stealth gate may wait for a decision: the built-in site's idle
+    timeout, or (with a decoy web server, whose own timeouts decide) a hard cap."""
+    return GATE_LIMIT if upstream else IDLE_TIMEOUT
+
+
 class _Responder(Protocol):
     def http01_response(self, path: str) -> bytes | None: ...
 
@@ -56,6 +67,8 @@ class CertificateSource(Protocol):
     def responder(self) -> _Responder: ...
 
     def choose_context(self, hello: ClientHello) -> ssl.SSLContext | None: ...
+
+    def context_for(self, server_name: str | None) -> ssl.SSLContext | None: ...
 
     def start(self) -> None: ...
 
@@ -84,8 +97,11 @@ class Front:
     def context_for(self, hello: ClientHello | NotTLS | None) -> ssl.SSLContext | None:
         """The context to answer this ClientHello with (None: no certificate yet)."""
         if self.acme is not None:
-            # A validation handshake (ALPN acme-tls/1), or the certificate for the SNI.
-            return self.acme.choose_context(hello) if isinstance(hello, ClientHello) else None
+            # A validation handshake (ALPN acme-tls/1), or the certificate for the SNI;
+            # bytes that are not TLS meet a handshake attempt, as with --tls-cert.
+            if isinstance(hello, ClientHello):
+                return self.acme.choose_context(hello)
+            return self.acme.context_for(None)
         return self.static
 
     def context_or_log(
@@ -203,15 +219,22 @@ async def stealth_upgrade(
     send: Callable[[bytes], Awaitable[None]],
     receive: Callable[[], Awaitable[bytes]],
     host: str,
+    port: int,
     path: str,
 ) -> bytes:
     """Client side: the HTTP Upgrade to the secret path; the bytes after the 101.
+
+    ``host`` is the TLS server name; the Host header adds ``:port`` unless 443,
+    as a browser does.
 
     Backend-neutral; a refusal is :class:`~wraith.errors.ConnectError`, and the
     caller turns its backend's broken-stream error into one."""
     from .errors import ConnectError
 
-    client = StealthClient(host, path, key=secrets.token_bytes(16))
+    authority = f"[{host}]" if ":" in host else host
+    if port != 443:
+        authority += f":{port}"
+    client = StealthClient(authority, path, key=secrets.token_bytes(16))
     await send(client.request())
     while True:
         result = client.result()

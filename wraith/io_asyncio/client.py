@@ -122,7 +122,9 @@ async def _stealth_upgrade(
         await writer.drain()
 
     try:
-        return await stealth_upgrade(send, lambda: reader.read(16384), host, cfg.stealth_path)
+        return await stealth_upgrade(
+            send, lambda: reader.read(16384), host, cfg.target.port, cfg.stealth_path
+        )
     except OSError:
         raise ConnectError(f"stealth upgrade with {host} failed: connection closed") from None
 

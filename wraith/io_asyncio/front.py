@@ -13,7 +13,15 @@ import socket
 import ssl
 
 from ..decoy import DecoyFiles, DecoyUpstream
-from ..front import ACME_TLS_ALPN, CountingParser, Front, Stealth, peek_until, run_site
+from ..front import (
+    ACME_TLS_ALPN,
+    CountingParser,
+    Front,
+    Stealth,
+    gate_limit,
+    peek_until,
+    run_site,
+)
 from ..proto import decoy as site
 from ..proto.proxyproto import NEED_DATA as PROXY_NEED_DATA
 from ..proto.proxyproto import BadProxyHeader, ProxyHeader, ProxyHeaderParser
@@ -23,7 +31,7 @@ from ..proto.stealth import Decoy, StealthGate, Tunnel
 
 log = logging.getLogger("wraith.server")
 
-PEEK_SIZE = 20 * 1024
+PEEK_SIZE = 64 * 1024 + 5  # the sniffer's limit, plus a record header
 PROXY_PEEK = 16 + 65535
 READ_SIZE = 64 * 1024
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -141,29 +149,36 @@ async def stealth_gate(
         watch = asyncio.ensure_future(upstream[0].read(READ_SIZE))
     early: bytes | None = None
     client_eof = False
+    timed_out = False
+    read: asyncio.Future[bytes] | None = None
     try:
-        while gate.result() is GATE_NEED_DATA:
-            read = asyncio.ensure_future(reader.read(READ_SIZE))
-            waiting: set[asyncio.Future[bytes]] = {read} if watch is None else {read, watch}
-            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            if watch is not None and watch.done() and not read.done():
-                read.cancel()
-                with contextlib.suppress(BaseException):
-                    await read
-            if read.done() and not read.cancelled():
-                data = read.result()
-                gate.receive_data(data)
-                client_eof = not data
-            if watch is not None and watch.done():
-                early = b"" if watch.exception() is not None else watch.result()
-                break
+        async with asyncio.timeout(gate_limit(upstream is not None)):
+            while gate.result() is GATE_NEED_DATA:
+                read = asyncio.ensure_future(reader.read(READ_SIZE))
+                waiting: set[asyncio.Future[bytes]] = {read} if watch is None else {read, watch}
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if read.done() and not read.cancelled():
+                    data = read.result()
+                    gate.receive_data(data)
+                    client_eof = not data
+                if watch is not None and watch.done():
+                    early = b"" if watch.exception() is not None else watch.result()
+                    break
+    except TimeoutError:
+        timed_out = True
     except (OSError, asyncio.IncompleteReadError):
         client_eof = True
     finally:
-        if watch is not None and not watch.done():
-            watch.cancel()
-            with contextlib.suppress(BaseException):
-                await watch
+        for task in (read, watch):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+    if timed_out or early == b"":
+        # Silent for too long, or the decoy hung up first: close, as the decoy would.
+        if upstream is not None:
+            _close(upstream[1])
+        return None
     if gate.result() is GATE_NEED_DATA:
         gate.receive_data(b"")  # decided for the decoy: the client closed or the decoy spoke
     decision = gate.result()
@@ -182,10 +197,7 @@ async def stealth_gate(
     if upstream is not None:
         if early:
             writer.write(early)
-        if early == b"":
-            _close(upstream[1])  # the decoy hung up: so do we
-        else:
-            await _splice_decoy(client, upstream, replay, eof=client_eof)
+        await _splice_decoy(client, upstream, replay, eof=client_eof)
     elif isinstance(decoy, DecoyFiles):
         await serve_site(client, decoy, replay, eof=client_eof)
     return None
@@ -253,8 +265,10 @@ async def tls_front(
     Returns the streams SSH runs on and the bytes already read from them, or
     None when the connection was refused or served the decoy (it is then closed).
     """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout  # the peek and the handshake, together
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout_at(deadline):
             hello = await peek_hello(raw)
     except TimeoutError:
         log.info("TLS handshake failed src=%s port=%d: timed out", *peer)
@@ -279,7 +293,7 @@ async def tls_front(
         raw.close()
         return None
     try:
-        reader, writer = await _wrap(raw, ctx, timeout)
+        reader, writer = await _wrap(raw, ctx, max(0.1, deadline - loop.time()))
     except (ssl.SSLError, OSError, TimeoutError) as exc:
         why = "timed out" if isinstance(exc, TimeoutError) else _tls_why(exc)
         log.info("TLS handshake failed src=%s port=%d: %s", *peer, why)

@@ -118,7 +118,9 @@ async def _stealth_upgrade(stream: trio.abc.Stream, cfg: ClientConfig, host: str
         return bytes(await stream.receive_some(16384))
 
     try:
-        return await stealth_upgrade(stream.send_all, receive, host, cfg.stealth_path)
+        return await stealth_upgrade(
+            stream.send_all, receive, host, cfg.target.port, cfg.stealth_path
+        )
     except trio.BrokenResourceError:
         raise ConnectError(f"stealth upgrade with {host} failed: connection closed") from None
 

@@ -12,7 +12,7 @@ import socket
 import trio
 
 from ..decoy import DecoyFiles, DecoyUpstream
-from ..front import CountingParser, Front, Stealth, peek_until, run_site
+from ..front import CountingParser, Front, Stealth, gate_limit, peek_until, run_site
 from ..proto import decoy as site
 from ..proto.proxyproto import NEED_DATA as PROXY_NEED_DATA
 from ..proto.proxyproto import BadProxyHeader, ProxyHeader, ProxyHeaderParser
@@ -22,7 +22,7 @@ from ..proto.stealth import Decoy, StealthGate, Tunnel
 
 log = logging.getLogger("wraith.server")
 
-PEEK_SIZE = 20 * 1024
+PEEK_SIZE = 64 * 1024 + 5  # the sniffer's limit, plus a record header
 PROXY_PEEK = 16 + 65535
 READ_SIZE = 64 * 1024
 
@@ -81,30 +81,37 @@ async def stealth_gate(
             log.warning("decoy %s unreachable: %s", decoy.url(), type(exc).__name__)
             upstream = None
     client_eof = False
-    upstream_spoke = False
-    async with trio.open_nursery() as nursery:
+    #: What the decoy sent before the gate decided (b"": it closed), if anything.
+    early: bytes | None = None
+    with trio.move_on_after(gate_limit(upstream is not None)) as limit:
+        async with trio.open_nursery() as nursery:
 
-        async def watch_upstream() -> None:
-            # The decoy closing an idle connection (or answering first) ends ours too.
-            nonlocal upstream_spoke
-            assert upstream is not None
-            sock = _socket_of(upstream)
-            if sock is None:
-                return
-            await trio.lowlevel.wait_readable(sock)
-            upstream_spoke = True
+            async def watch_upstream() -> None:
+                # The decoy closing an idle connection (or answering first) ends ours too.
+                # (receive_some, not socket readability: TLS session tickets are no answer.)
+                nonlocal early
+                assert upstream is not None
+                try:
+                    early = bytes(await upstream.receive_some(READ_SIZE))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    early = b""
+                nursery.cancel_scope.cancel()
+
+            if upstream is not None:
+                nursery.start_soon(watch_upstream)
+            try:
+                while gate.result() is GATE_NEED_DATA:
+                    data = await client.receive_some(READ_SIZE)
+                    gate.receive_data(data)
+                    client_eof = not data
+            except trio.BrokenResourceError:
+                client_eof = True
             nursery.cancel_scope.cancel()
-
+    if limit.cancelled_caught or early == b"":
+        # Silent for too long, or the decoy hung up first: close, as the decoy would.
         if upstream is not None:
-            nursery.start_soon(watch_upstream)
-        try:
-            while gate.result() is GATE_NEED_DATA:
-                data = await client.receive_some(READ_SIZE)
-                gate.receive_data(data)
-                client_eof = not data
-        except trio.BrokenResourceError:
-            client_eof = True
-        nursery.cancel_scope.cancel()
+            await trio.aclose_forcefully(upstream)
+        return None
     if gate.result() is GATE_NEED_DATA:
         gate.receive_data(b"")  # decided for the decoy: the client closed or the decoy spoke
     decision = gate.result()
@@ -119,17 +126,16 @@ async def stealth_gate(
         return decision.leftover
     assert isinstance(decision, Decoy)
     if upstream is not None:
+        if early:
+            try:
+                await client.send_all(early)
+            except trio.BrokenResourceError:
+                await trio.aclose_forcefully(upstream)
+                return None
         await _splice_decoy(client, upstream, decision.replay, eof=client_eof)
     elif isinstance(decoy, DecoyFiles):
         await serve_site(client, decoy, decision.replay, eof=client_eof)
     return None
-
-
-def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
-    inner: object = stream
-    while isinstance(inner, trio.SSLStream):
-        inner = inner.transport_stream
-    return inner.socket if isinstance(inner, trio.SocketStream) else None
 
 
 async def _splice_decoy(
@@ -190,7 +196,8 @@ async def tls_front(
     stream = trio.SocketStream(conn)
     hello: ClientHello | NotTLS | None = None
     timed_out = True
-    with trio.move_on_after(timeout):
+    deadline = trio.current_time() + timeout  # the peek and the handshake, together
+    with trio.move_on_at(deadline):
         hello = await peek_hello(conn)
         timed_out = False
     if timed_out:
@@ -216,7 +223,7 @@ async def tls_front(
         return None
     tls_stream = trio.SSLStream(stream, ctx, server_side=True)
     try:
-        with trio.fail_after(timeout):
+        with trio.fail_at(deadline):
             await tls_stream.do_handshake()
     except (trio.TooSlowError, trio.BrokenResourceError) as exc:
         why = "timed out" if isinstance(exc, trio.TooSlowError) else _tls_why(exc)
