@@ -57,7 +57,6 @@ ROOT = Path(__file__).resolve().parent.parent
 WAIT = 30.0  # the longest any single wait may take
 
 
-
 # --------------------------------------------------------------------------
 # Responders
 
