@@ -156,3 +156,63 @@ def _make_key(tmp_path: Path) -> Path:
     if not path.exists():
         wkeys.generate_keypair(path)
     return path
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("backend_name", ["trio", "asyncio"])
+def test_library_stealth_round_trip(
+    backend_name: str, tmp_path: Path, keys: Keys, echo: EchoServer
+) -> None:
+    """ServeOptions(stealth=True) and ConnectOptions(stealth_path=...) in-process."""
+    from test_tls import make_pki
+
+    made = make_pki(tmp_path)
+    serve_opts = ServeOptions(
+        listen=["tls://127.0.0.1:0"],
+        tls_cert=made.cert,
+        tls_key=made.key,
+        stealth=True,
+        authorized_keys=keys.authorized_keys.read_bytes(),
+        state_dir=tmp_path / "state",
+    )
+
+    def connect_opts(port: int, server: Any) -> ConnectOptions:
+        return ConnectOptions(
+            target=f"tls://localhost:{port}",
+            identity=keys.client.read_text(),
+            host_key_fingerprints=[wkeys.fingerprint(server.config.host_key.public_key())],
+            tls_ca=made.ca,
+            stealth_path=server.config.front.stealth.path,
+        )
+
+    async def trio_main() -> bytes:
+        from wraith.io_trio import connect, serve
+
+        async with (
+            serve(serve_opts) as server,
+            connect(connect_opts(server.addresses[0][1], server)) as client,
+        ):
+            stream = await client.open_stream("127.0.0.1", echo.port)
+            await stream.send_all(b"through stealth")
+            await stream.send_eof()
+            got = b""
+            while chunk := await stream.receive_some():
+                got += chunk
+            return got
+
+    async def asyncio_main() -> bytes:
+        from wraith.io_asyncio import connect, serve
+
+        async with (
+            serve(serve_opts) as server,
+            connect(connect_opts(server.addresses[0][1], server)) as client,
+        ):
+            reader, writer = await client.open_stream("127.0.0.1", echo.port)
+            writer.write(b"through stealth")
+            writer.write_eof()
+            got = await reader.read()
+            writer.close()
+            return got
+
+    got = trio.run(trio_main) if backend_name == "trio" else asyncio.run(asyncio_main())
+    assert got == b"through stealth"

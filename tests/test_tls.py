@@ -84,7 +84,11 @@ def _ca(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    d = tmp_path_factory.mktemp("pki")
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def make_pki(d: Path) -> Pki:
+    """A test CA, another CA, and a server certificate for localhost and 127.0.0.1, in d."""
     ca_key, ca_cert = _ca("Wraith Test CA")
     _, other = _ca("Some Other CA")
     key = ec.generate_private_key(ec.SECP256R1())
