@@ -41,6 +41,7 @@ from ..tls import handshake_error
 from .drain import Drain, wait_for_stop
 from .pump import pump
 from .streams import ChannelStream, reset, splice
+from .tls import TLSStream
 from .wake import Notifier, guarded, single_errors, wait_pending
 
 log = logging.getLogger("wraith.client")
@@ -62,7 +63,7 @@ async def _establish(cfg: ClientConfig, nursery: trio.Nursery) -> e.ClientSessio
                 ssh_stream: trio.abc.Stream = stream
                 if cfg.tls is not None:
                     name = cfg.tls_server_name or target.host
-                    tls_stream = trio.SSLStream(stream, cfg.tls, server_hostname=name)
+                    tls_stream = TLSStream(stream, cfg.tls, server_hostname=name)
                     try:
                         await tls_stream.do_handshake()
                     except trio.BrokenResourceError as exc:

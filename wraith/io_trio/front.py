@@ -19,6 +19,7 @@ from ..proto.proxyproto import BadProxyHeader, ProxyHeader, ProxyHeaderParser
 from ..proto.sniff import NEED_DATA, ClientHello, ClientHelloSniffer, NotTLS
 from ..proto.stealth import NEED_DATA as GATE_NEED_DATA
 from ..proto.stealth import Decoy, StealthGate, Tunnel
+from .tls import TLSStream
 
 log = logging.getLogger("wraith.server")
 
@@ -60,7 +61,7 @@ async def read_proxy_header(sock: trio.socket.SocketType) -> ProxyHeader | BadPr
 async def open_upstream(decoy: DecoyUpstream, stealth: Stealth, sni: str | None) -> trio.abc.Stream:
     stream: trio.abc.Stream = await trio.open_tcp_stream(decoy.host, decoy.port)
     if stealth.upstream_tls is not None:
-        tls = trio.SSLStream(stream, stealth.upstream_tls, server_hostname=sni or decoy.server_name)
+        tls = TLSStream(stream, stealth.upstream_tls, server_hostname=sni or decoy.server_name)
         await tls.do_handshake()
         stream = tls
     return stream
@@ -221,7 +222,7 @@ async def tls_front(
     if ctx is None:
         await trio.aclose_forcefully(stream)
         return None
-    tls_stream = trio.SSLStream(stream, ctx, server_side=True)
+    tls_stream = TLSStream(stream, ctx, server_side=True)
     try:
         with trio.fail_at(deadline):
             await tls_stream.do_handshake()
