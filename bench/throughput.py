@@ -63,6 +63,8 @@ TLS_SERVER_NAME = "wraith-bench.test"
 
 CHUNK = 1 << 20
 LOOPBACK = "127.0.0.1"
+#: How the bench starts Wraith: as a module of this interpreter.
+WRAITH = [sys.executable, "-m", "wraith"]
 
 
 # --- the sink/source endpoint (runs as its own process) ------------------------
@@ -287,6 +289,9 @@ class Bench:
         self.work = work
         self.procs: list[subprocess.Popen[bytes]] = []
         self.tunnels: dict[str, int] = {}  # name -> SOCKS port
+        #: Wraith servers by tunnel name: (process, connect target, extra connect args).
+        self.servers: dict[str, tuple[subprocess.Popen[bytes], str, list[str]]] = {}
+        self.sshd: subprocess.Popen[bytes] | None = None
         self.sshd_port = 0
         self.known = work / "known_hosts"
         self.pki: tuple[Path, Path, Path] | None = None
@@ -323,6 +328,7 @@ class Bench:
         os.makedirs("/run/sshd", exist_ok=True)
         p = self.spawn([sshd, "-D", "-e", "-f", str(cfg)])
         _wait_port(port, p)
+        self.sshd = p
         self.sshd_port = port
         self._trust_host_key(port)
         for cipher in ciphers:
@@ -378,51 +384,66 @@ class Bench:
             self.pki = make_pki(self.work)
         return self.pki
 
+    def ssh_command(self, port: int, cipher: str, socks: int) -> list[str]:
+        """``ssh -N -D`` to the private sshd (or stunnel) on ``port``, SOCKS on ``socks``."""
+        return [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-N",
+            "-D",
+            f"{LOOPBACK}:{socks}",
+            "-c",
+            cipher,
+            "-i",
+            str(self.work / "id"),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"UserKnownHostsFile={self.known}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-p",
+            str(port),
+            f"{getpass.getuser()}@{LOOPBACK}",
+        ]
+
     def _add_ssh(self, port: int, cipher: str, name: str) -> None:
         socks = _free_port()
-        p = self.spawn(
-            [
-                "ssh",
-                "-F",
-                "/dev/null",
-                "-N",
-                "-D",
-                f"{LOOPBACK}:{socks}",
-                "-c",
-                cipher,
-                "-i",
-                str(self.work / "id"),
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                f"UserKnownHostsFile={self.known}",
-                "-o",
-                "StrictHostKeyChecking=yes",
-                "-p",
-                str(port),
-                f"{getpass.getuser()}@{LOOPBACK}",
-            ]
-        )
+        p = self.spawn(self.ssh_command(port, cipher, socks))
         _wait_port(socks, p)
         self.tunnels[name] = socks
 
     def add_wraith(self, backend: str, engine: str, cipher: str, tls: bool = False) -> None:
         """A Wraith server and client; with ``tls``, SSH inside TLS (``tls://``)."""
+        name = tunnel_name(f"wraith-{backend}-{engine}", cipher, tls)
+        target, extra = self.start_wraith_server(name, backend, engine, tls)
+        socks = _free_port()
+        p = self.spawn(self.wraith_connect_command(backend, engine, cipher, target, socks, extra))
+        _wait_port(socks, p)
+        self.tunnels[name] = socks
+
+    def start_wraith_server(
+        self, name: str, backend: str, engine: str, tls: bool = False
+    ) -> tuple[str, list[str]]:
+        """Start ``wraith serve`` (kept as ``servers[name]``); return (target, connect args).
+
+        The connect args pin the host key (and, with ``tls``, the CA and server name).
+        """
         port = _free_port()
-        wraith = [sys.executable, "-m", "wraith"]
         listen, target = f"tcp://{LOOPBACK}:{port}", f"{LOOPBACK}:{port}"
         tls_serve: list[str] = []
-        tls_connect: list[str] = []
+        extra: list[str] = []
         if tls:
             ca, cert, key = self.tls_pki()
             listen = target = f"tls://{LOOPBACK}:{port}"
             tls_serve = ["--tls-cert", str(cert), "--tls-key", str(key)]
-            tls_connect = ["--tls-ca", str(ca), "--tls-server-name", TLS_SERVER_NAME]
+            extra = ["--tls-ca", str(ca), "--tls-server-name", TLS_SERVER_NAME]
         p = self.spawn(
             [
-                *wraith,
+                *WRAITH,
                 "serve",
                 "--backend",
                 backend,
@@ -446,29 +467,37 @@ class Bench:
             capture_output=True,
             text=True,
         ).stdout.split()[1]
-        socks = _free_port()
-        p = self.spawn(
-            [
-                *wraith,
-                "connect",
-                "--backend",
-                backend,
-                "--engine",
-                engine,
-                "-i",
-                str(self.work / "id"),
-                "--host-key-fingerprint",
-                fp,
-                "--ciphers",
-                cipher,
-                *tls_connect,
-                "-D",
-                f"{LOOPBACK}:{socks}",
-                target,
-            ]
-        )
-        _wait_port(socks, p)
-        self.tunnels[tunnel_name(f"wraith-{backend}-{engine}", cipher, tls)] = socks
+        extra = ["--host-key-fingerprint", fp, *extra]
+        self.servers[name] = (p, target, extra)
+        return target, extra
+
+    def wraith_connect_command(
+        self,
+        backend: str,
+        engine: str,
+        cipher: str,
+        target: str,
+        socks: int,
+        extra: list[str],
+        wraith: list[str] | None = None,
+    ) -> list[str]:
+        """``wraith connect -D`` to ``target`` (from ``start_wraith_server``)."""
+        return [
+            *(wraith or WRAITH),
+            "connect",
+            "--backend",
+            backend,
+            "--engine",
+            engine,
+            "-i",
+            str(self.work / "id"),
+            "--ciphers",
+            cipher,
+            *extra,
+            "-D",
+            f"{LOOPBACK}:{socks}",
+            target,
+        ]
 
     def close(self) -> None:
         for p in reversed(self.procs):
@@ -488,7 +517,11 @@ def run(
     engines: tuple[str, ...] = ("sansio", "paramiko"),
     ciphers: tuple[str, ...] = (AES, CHACHA),
     tls: bool = True,
+    extra: Callable[[Bench], dict[str, str]] | None = None,
 ) -> dict[str, object]:
+    """Measure every tunnel; ``extra(bench)`` may add more tunnels (another SSH
+    implementation, say) to the same alternating rounds and returns their
+    baselines, ``{tunnel name: baseline tunnel name}``."""
     work = Path(tempfile.mkdtemp(prefix="wraith-bench-"))
     port_file = work / "endpoint.port"
     endpoint = subprocess.Popen(
@@ -522,6 +555,8 @@ def run(
                 for backend in backends:
                     bench.add_wraith(backend, "sansio", AES, tls=True)
                     baseline[tunnel_name(f"wraith-{backend}-sansio", AES, tls=True)] = tls_base
+        if extra is not None:
+            baseline.update(extra(bench))
         nbytes = size_mb * MB
         results: dict[str, dict[str, list[float]]] = {
             name: {"up": [], "down": []} for name in bench.tunnels

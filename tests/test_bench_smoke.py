@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -55,3 +56,55 @@ def test_bench_smoke(tmp_path: Path) -> None:
             assert row[direction]["median_mbps"] > 0
     assert "x OpenSSH" in out.stdout
     assert "relative to openssh/tls" in out.stdout
+
+
+#: Every row of bench/suite.py's table with its default backends (trio, asyncio).
+SUITE_ROWS = {
+    *(
+        f"{kind}-{d}/{b}"
+        for kind in ("throughput", "asyncssh", "tls")
+        for d in ("up", "down")
+        for b in ("trio", "asyncio")
+    ),
+    "concurrency/trio",
+    "ttfb/trio",
+    "startup",
+    "memory/trio",
+}
+
+
+def test_bench_suite_quick(tmp_path: Path) -> None:
+    """``bench/suite.py --quick`` measures every row; numbers positive, no timing asserted."""
+    out_json = tmp_path / "suite.json"
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "suite.py"), "--quick", "--json", str(out_json)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=clean_env(),
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    result = json.loads(out_json.read_text())
+    assert result["quick"] is True
+    assert result["errors"] == {}
+    rows = {row["id"]: row for row in result["rows"]}
+    assert set(rows) == SUITE_ROWS
+    for row in rows.values():
+        assert row["wraith"] > 0, row
+        assert row["peer"] is not None, row
+        # sshd's RSS may not grow at all for the few idle channels of --quick.
+        assert row["peer"] >= 0 if row["id"].startswith("memory/") else row["peer"] > 0, row
+        assert row["ratio"] is None or row["ratio"] > 0, row
+        assert isinstance(row["meets"], bool), row
+    assert rows["startup"]["ratio"] is None  # an absolute target
+    conc = result["concurrency"]
+    assert conc["connections"] == 100
+    assert len(conc["runs"]["wraith"]) == len(conc["runs"]["openssh"]) == 1
+    assert "meets target" in out.stdout
+    assert "x OpenSSH" in out.stdout  # bench/throughput.py's table, with the asyncssh row
+    assert "asyncssh" in result["throughput"]["results"]
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert out_json.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+    else:
+        assert "matplotlib not installed" in out.stdout

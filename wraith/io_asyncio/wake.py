@@ -69,6 +69,9 @@ async def wait_pending(pending: Pending[T]) -> T:
     pending.set_waker(notifier.wake)
     try:
         await notifier.poll(lambda: True if pending.done else None)
+    except BaseException:
+        pending.abandon()  # cancelled: a channel that opens later is closed at once
+        raise
     finally:
         pending.set_waker(None)
     return pending.result()

@@ -99,6 +99,22 @@ class Pending(Generic[T]):
         self._result: T | None = None
         self._error: BaseException | None = None
         self._waker: Waker | None = None
+        self._abandoned = False
+
+    @property
+    def abandoned(self) -> bool:
+        """True once the waiter gave up (see :meth:`abandon`)."""
+        return self._abandoned
+
+    def abandon(self) -> None:
+        """The waiter gave up (cancelled).  A channel that arrives later, or that
+        arrived unseen, is closed at once, so that it does not sit open at the peer."""
+        with self._lock:
+            self._abandoned = True
+            self._waker = None
+            done, value = self._done, self._result
+        if done and isinstance(value, Channel):
+            value.close()
 
     def set_waker(self, waker: Waker | None) -> None:
         with self._lock:
@@ -121,6 +137,11 @@ class Pending(Generic[T]):
             self._result = value
             self._error = error
             waker = self._waker
+            abandoned = self._abandoned
+        if abandoned:
+            if isinstance(value, Channel):
+                value.close()
+            return
         if waker is not None:
             waker()
 

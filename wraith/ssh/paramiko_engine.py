@@ -422,6 +422,15 @@ class ParamikoChannel(Channel):
                 self.broken = True  # the next read or write reports the loss
 
     def close(self) -> None:
+        if threading.current_thread() is self._transport:
+            # From paramiko's own thread (an abandoned open that just got its
+            # confirmation): sending from here could wait on a key exchange
+            # that only this thread can finish.
+            threading.Thread(target=self._close_now, daemon=True).start()
+            return
+        self._close_now()
+
+    def _close_now(self) -> None:
         try:
             self._chan.close()
         except (EOFError, OSError, paramiko.SSHException):

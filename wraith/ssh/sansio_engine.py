@@ -183,6 +183,10 @@ class _Engine(ByteSession):
         self._out_waker: Waker | None = None
         self._channels: dict[int, SansioChannel] = {}
         self._opens: dict[int, Pending[Channel]] = {}
+        #: Opens asked for while ``max_pending_opens`` were unanswered: they go
+        #: out, in order, as answers come (a burst of SOCKS requests waits, it
+        #: is not refused).
+        self._queued_opens: deque[tuple[tuple[str, str, int, str, int], Pending[Channel]]] = deque()
         self._globals: dict[int, tuple[Pending[Any], int]] = {}
         self._closed_reason: str | None = None
         self._next_keepalive: float | None = None
@@ -297,14 +301,31 @@ class _Engine(ByteSession):
         if conn is None or self.ssh.ended:
             pending.set_error(SessionClosed(self._closed_reason or "session closed"))
             return pending
-        try:
-            cid = conn.open_channel(kind, host, port, oh, op)
-        except LocalProtocolError as e:
-            pending.set_error(ChannelOpenFailed(OpenFailure.RESOURCE_SHORTAGE, e.msg))
+        if self._queued_opens or conn.opens_in_flight_full:
+            self._queued_opens.append(((kind, host, port, oh, op), pending))
             return pending
-        self._opens[cid] = pending
+        self._send_open((kind, host, port, oh, op), pending)
         self.output_changed()
         return pending
+
+    def _send_open(self, args: tuple[str, str, int, str, int], pending: Pending[Channel]) -> None:
+        conn = self.ssh.connection
+        assert conn is not None
+        try:
+            cid = conn.open_channel(*args)
+        except LocalProtocolError as e:
+            pending.set_error(ChannelOpenFailed(OpenFailure.RESOURCE_SHORTAGE, e.msg))
+            return
+        self._opens[cid] = pending
+
+    def _send_queued_opens(self) -> None:
+        conn = self.ssh.connection
+        if conn is None or self.ssh.ended:
+            return
+        while self._queued_opens and not conn.opens_in_flight_full:
+            args, pending = self._queued_opens.popleft()
+            if not pending.abandoned:  # nobody waits for it any more: not sent
+                self._send_open(args, pending)
 
     def _process(self) -> None:
         ssh = self.ssh
@@ -338,10 +359,12 @@ class _Engine(ByteSession):
             pending = self._opens.pop(ev.channel_id, None)
             if pending is not None:
                 pending.set_result(self._new_channel(ev.channel_id))
+            self._send_queued_opens()
         elif isinstance(ev, ce.ChannelOpenFailed):
             pending = self._opens.pop(ev.channel_id, None)
             if pending is not None:
                 pending.set_error(ChannelOpenFailed(ev.code, ev.description))
+            self._send_queued_opens()
         elif isinstance(ev, ce.GlobalReply):
             entry = self._globals.pop(ev.request_id, None)
             if entry is not None:
@@ -364,6 +387,10 @@ class _Engine(ByteSession):
             for pending in self._opens.values():
                 pending.set_error(error)
             self._opens.clear()
+            for _, pending in self._queued_opens:
+                if not pending.done:
+                    pending.set_error(error)
+            self._queued_opens.clear()
             for global_pending, _ in self._globals.values():
                 global_pending.set_error(error)
             self._globals.clear()

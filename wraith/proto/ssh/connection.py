@@ -423,6 +423,12 @@ class Connection:
 
     # -- channels: our calls -------------------------------------------------------
 
+    @property
+    def opens_in_flight_full(self) -> bool:
+        """True while ``max_pending_opens`` of our opens await the peer's answer:
+        another :meth:`open_channel` would raise; wait for an answer first."""
+        return self._pending_out >= self._max_pending_opens
+
     def open_channel(
         self, kind: str, host: str, port: int, origin_host: str, origin_port: int
     ) -> int:
