@@ -18,7 +18,6 @@ from typing import Any
 
 from ..config import ClientConfig
 from ..errors import ConnectError
-from ..front import stealth_upgrade
 from ..options import ConnectOptions
 from ..proto import forwards as fw
 from ..proto import socks5, tunnel
@@ -31,7 +30,6 @@ from ..ssh.forwarding import (
     register_remote,
     retry_remote,
 )
-from ..ssh.paramiko_engine import ParamikoClientSession
 from ..tls import handshake_error
 from .drain import Drain, wait_for_stop
 from .pump import pump
@@ -93,6 +91,8 @@ async def _establish(cfg: ClientConfig) -> tuple[e.ClientSession, asyncio.Task[N
                     session.close()
                     pumping.cancel()
                     raise
+            from ..ssh.paramiko_engine import ParamikoClientSession  # lazy: ~70 ms
+
             pending = ParamikoClientSession.connect(
                 raw,
                 host=target.host,
@@ -115,6 +115,8 @@ async def _stealth_upgrade(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cfg: ClientConfig, host: str
 ) -> bytes:
     """The HTTP Upgrade to the secret path; returns the bytes after the 101."""
+    from ..front import stealth_upgrade  # lazy: h11 and the stealth code
+
     assert cfg.stealth_path is not None
 
     async def send(data: bytes) -> None:

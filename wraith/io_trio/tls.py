@@ -10,8 +10,10 @@ with one ``send_all``.
 
 What it supports is what the tunnel needs: one task receiving and one (or
 more) sending at the same time, the handshake, TLS 1.3 post-handshake
-messages (session tickets, key updates: anything a read makes OpenSSL send
-goes out under the same lock as data, in order), ``close_notify`` on close.
+messages (session tickets are read; anything a read makes OpenSSL send, such
+as a key update's answer, goes out with the next send, in order: the receiver
+never waits for the sender, so two ends blocked on full sockets cannot
+deadlock), ``close_notify`` on close.
 An EOF without ``close_notify`` counts as the end of the stream, as
 ``trio.SSLStream(https_compatible=True)`` does.  Errors are
 ``trio.BrokenResourceError`` with the ``ssl`` error as ``__cause__``.
@@ -61,8 +63,8 @@ class TLSStream(trio.abc.Stream):
         if not self._outgoing.pending:
             return
         async with self._send_lock:
-            data = self._outgoing.read()
-            if data:
+            while self._outgoing.pending:
+                data = self._outgoing.read()
                 try:
                     await self.transport_stream.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
@@ -122,8 +124,10 @@ class TLSStream(trio.abc.Stream):
                     self._eof = True
                 except ssl.SSLError as exc:
                     raise trio.BrokenResourceError("TLS error") from exc
-                if self._outgoing.pending:
-                    await self._flush()  # e.g. a key update's answer
+                # Anything a read made OpenSSL write (a key update's answer) is left
+                # in the BIO for the next send: a receiver that waited for the
+                # send lock while the sender is blocked on a full socket would
+                # deadlock both ends.  SSH sends often (window adjusts, keepalives).
                 if chunks:
                     return b"".join(chunks)
                 if self._eof:
