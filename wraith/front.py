@@ -104,6 +104,16 @@ class Front:
             return self.acme.context_for(None)
         return self.static
 
+    def raw_decoy(self, hello: ClientHello | NotTLS | None) -> DecoyUpstream | None:
+        """Bytes that are not TLS at all, in stealth mode with an https:// decoy: the
+        decoy's own TLS port should answer them (the connection is spliced raw)."""
+        stealth = self.stealth
+        if isinstance(hello, NotTLS) and stealth is not None:
+            decoy = stealth.decoy
+            if isinstance(decoy, DecoyUpstream) and decoy.tls:
+                return decoy
+        return None
+
     def context_or_log(
         self, hello: ClientHello | NotTLS | None, peer: tuple[str, int]
     ) -> ssl.SSLContext | None:

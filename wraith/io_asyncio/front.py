@@ -275,19 +275,18 @@ async def tls_front(
         raw.close()
         return None
     stealth = front.stealth
-    if isinstance(hello, NotTLS) and stealth is not None:
-        decoy = stealth.decoy
-        if isinstance(decoy, DecoyUpstream) and decoy.tls:
-            # Not TLS at all: what the decoy's own TLS port answers to that.
-            try:
-                client = await _wrap(raw, None, timeout)
-                upstream = await _open_upstream(decoy, stealth, None, tls=False)
-            except OSError:
-                raw.close()
-                return None
-            await _splice_decoy(client, upstream, b"", eof=False)
-            _close(client[1])
+    raw_decoy = front.raw_decoy(hello)
+    if raw_decoy is not None and stealth is not None:
+        # Not TLS at all: what the decoy's own TLS port answers to that.
+        try:
+            client = await _wrap(raw, None, timeout)
+            upstream = await _open_upstream(raw_decoy, stealth, None, tls=False)
+        except OSError:
+            raw.close()
             return None
+        await _splice_decoy(client, upstream, b"", eof=False)
+        _close(client[1])
+        return None
     ctx = front.context_or_log(hello, peer)
     if ctx is None:
         raw.close()

@@ -206,18 +206,17 @@ async def tls_front(
         await trio.aclose_forcefully(stream)
         return None
     stealth = front.stealth
-    if isinstance(hello, NotTLS) and stealth is not None:
-        decoy = stealth.decoy
-        if isinstance(decoy, DecoyUpstream) and decoy.tls:
-            # Not TLS at all: what the decoy's own TLS port answers to that.
-            try:
-                raw = await trio.open_tcp_stream(decoy.host, decoy.port)
-            except OSError:
-                await trio.aclose_forcefully(stream)
-                return None
-            await _splice_decoy(stream, raw, b"", eof=False)
+    raw_decoy = front.raw_decoy(hello)
+    if raw_decoy is not None:
+        # Not TLS at all: what the decoy's own TLS port answers to that.
+        try:
+            raw = await trio.open_tcp_stream(raw_decoy.host, raw_decoy.port)
+        except OSError:
             await trio.aclose_forcefully(stream)
             return None
+        await _splice_decoy(stream, raw, b"", eof=False)
+        await trio.aclose_forcefully(stream)
+        return None
     ctx = front.context_or_log(hello, peer)
     if ctx is None:
         await trio.aclose_forcefully(stream)
