@@ -164,7 +164,7 @@ def test_library_stealth_round_trip(
     backend_name: str, tmp_path: Path, keys: Keys, echo: EchoServer
 ) -> None:
     """ServeOptions(stealth=True) and ConnectOptions(stealth_path=...) in-process."""
-    from test_tls import make_pki
+    from pki import make_pki
 
     made = make_pki(tmp_path)
     serve_opts = ServeOptions(

@@ -37,7 +37,8 @@ from helpers import (
     pattern_bytes,
     start_client,
 )
-from test_tls import Pki, pki  # noqa: F401  (pki is a fixture)
+from pki import Pki
+from test_tls import connect_once, pki  # noqa: F401  (pki is a fixture)
 
 #: nginx's timeouts in these tests: a silent or stalled client is dropped after this.
 DECOY_TIMEOUT = 2
@@ -351,51 +352,35 @@ def test_a_wrong_stealth_path_is_a_clear_error(
     st = stealth_server(backend, tmp_path, keys, pki, f"http://127.0.0.1:{nginx.port}")
     try:
         wrong = "/" + "x" * 24
-        out = subprocess.run(
-            [
-                *WRAITH,
-                "connect",
-                "--backend",
-                backend,
-                "-i",
-                str(keys.client),
-                "--host-key-fingerprint",
-                st.server.fingerprint,
-                "--tls-ca",
-                str(pki.ca),
-                "--stealth-path",
-                wrong,
-                "--no-reconnect",
-                f"tls://localhost:{st.port}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=clean_env(),
+        out = connect_once(
+            "--backend",
+            backend,
+            "-i",
+            str(keys.client),
+            "--host-key-fingerprint",
+            st.server.fingerprint,
+            "--tls-ca",
+            str(pki.ca),
+            "--stealth-path",
+            wrong,
+            "--no-reconnect",
+            f"tls://localhost:{st.port}",
         )
         assert out.returncode == 3, out.stderr
         assert "stealth upgrade refused" in out.stderr
         assert "404" in out.stderr and "--stealth-path" in out.stderr
         # Without --stealth-path the client hears HTTP, not SSH: also a clear error.
-        out = subprocess.run(
-            [
-                *WRAITH,
-                "connect",
-                "--backend",
-                backend,
-                "-i",
-                str(keys.client),
-                "--host-key-fingerprint",
-                st.server.fingerprint,
-                "--tls-ca",
-                str(pki.ca),
-                "--no-reconnect",
-                f"tls://localhost:{st.port}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=90,
-            env=clean_env(),
+        out = connect_once(
+            "--backend",
+            backend,
+            "-i",
+            str(keys.client),
+            "--host-key-fingerprint",
+            st.server.fingerprint,
+            "--tls-ca",
+            str(pki.ca),
+            "--no-reconnect",
+            f"tls://localhost:{st.port}",
         )
         assert out.returncode == 3, out.stderr
     finally:

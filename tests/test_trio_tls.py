@@ -10,7 +10,7 @@ import ssl
 from pathlib import Path
 
 import trio
-from test_tls import make_pki
+from pki import make_pki
 
 from wraith.io_trio.tls import TLSStream
 
