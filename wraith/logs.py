@@ -7,7 +7,6 @@ tunnel destination, a requested DNS name or a byte count, at any level.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -17,6 +16,8 @@ TEXT_FORMAT = "%(asctime)s wraith[%(process)d]: %(levelname)s %(name)s: %(messag
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        import json  # lazy: only --log-format json pays for it (time to first byte)
+
         doc: dict[str, object] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",

@@ -31,9 +31,9 @@ from ..ssh.forwarding import (
     retry_remote,
 )
 from ..tls import handshake_error
+from .dial import DialError, dial, tcp_connect
 from .drain import Drain, wait_for_stop
 from .pump import pump
-from .server import DialError, dial, tcp_connect
 from .streams import open_channel_streams, reset, splice
 from .wake import Notifier, guarded, wait_pending
 

@@ -13,7 +13,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +28,9 @@ from ..ssh import engine as e
 from ..ssh.authlog import clean_text
 from ..ssh.engine import ByteSession
 from ..ssh.engines import server_engine
+from .dial import DialError as DialError
+from .dial import dial as dial
+from .dial import tcp_connect as tcp_connect  # re-exported: it lived here before .dial
 from .drain import Drain, wait_for_stop
 from .front import read_proxy_header, serve_site, tls_front
 from .pump import pump
@@ -76,64 +79,6 @@ class Server:
         name = await wait_for_stop()
         log.info("%s received", name)
         await self.shutdown(shutdown_timeout)
-
-
-async def tcp_connect(
-    host: str, port: int, screen: Callable[[str], bool] | None = None
-) -> socket.socket:
-    """A connected non-blocking socket to ``host:port``, trying each address in turn.
-
-    Raises ``socket.gaierror`` if the name does not resolve, else the first
-    address's ``OSError`` (its errno says refused, unreachable, ...).  With
-    ``screen`` (a tunnel's destination policy), refused addresses are never
-    dialled, and if any was refused while the rest failed, that is the
-    :class:`DialError` (``prohibited``).
-    """
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    why: str | None = None
-    if screen is not None:
-        usable, why = tunnel.screen_addresses([str(i[4][0]) for i in infos], screen)
-        infos = [i for i in infos if str(i[4][0]) in usable]
-    first: OSError | None = None
-    for family, type_, proto, _, addr in infos:
-        sock = socket.socket(family, type_, proto)
-        sock.setblocking(False)
-        try:
-            await loop.sock_connect(sock, addr)
-            return sock
-        except OSError as exc:
-            sock.close()
-            first = first or exc
-        except BaseException:
-            sock.close()
-            raise
-    if why is not None:
-        raise DialError(why, prohibited=True)
-    raise first or OSError(f"no address for {host}")
-
-
-async def dial(
-    host: str, port: int, timeout: float, screen: Callable[[str], bool] | None = None
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Connect to ``host:port``; raise ``DialError`` with the open-failure text."""
-    try:
-        async with asyncio.timeout(timeout):
-            sock = await tcp_connect(host, port, screen)
-            return await asyncio.open_connection(sock=sock, limit=1024 * 1024)
-    except TimeoutError:
-        raise DialError(tunnel.TIMED_OUT) from None
-    except socket.gaierror:
-        raise DialError(tunnel.describe_dial_error(None, dns=True)) from None
-    except OSError as exc:
-        raise DialError(tunnel.describe_dial_error(exc.errno)) from None
-
-
-class DialError(Exception):
-    def __init__(self, text: str, *, prohibited: bool = False) -> None:
-        super().__init__(text)
-        #: Refused by policy (ADMINISTRATIVELY_PROHIBITED), not a failed dial.
-        self.prohibited = prohibited
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -1,9 +1,40 @@
-"""The trio driver: ``connect()`` and ``serve()`` as async context managers."""
+"""The trio driver: ``connect()`` and ``serve()`` as async context managers.
+
+The names are imported on first use (PEP 562), so the client path
+(``from wraith.io_trio import connect``) never loads the server, its TLS front
+and h11: that keeps ``wraith connect``'s time to first byte down.
+"""
 
 from __future__ import annotations
 
-from .client import Client, connect
-from .server import Server, serve
-from .streams import ChannelStream
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .client import Client, connect
+    from .server import Server, serve
+    from .streams import ChannelStream
 
 __all__ = ["ChannelStream", "Client", "Server", "connect", "serve"]
+
+#: Where each public name lives.
+_HOMES = {
+    "ChannelStream": ".streams",
+    "Client": ".client",
+    "Server": ".server",
+    "connect": ".client",
+    "serve": ".server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

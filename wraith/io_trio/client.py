@@ -35,11 +35,9 @@ from ..ssh.forwarding import (
     register_remote,
     retry_remote,
 )
-from ..tls import handshake_error
 from .drain import Drain, wait_for_stop
 from .pump import pump
 from .streams import ChannelStream, reset, splice
-from .tls import TLSStream
 from .wake import Notifier, guarded, single_errors, wait_pending
 
 log = logging.getLogger("wraith.client")
@@ -60,6 +58,9 @@ async def _establish(cfg: ClientConfig, nursery: trio.Nursery) -> e.ClientSessio
             if cfg.engine == "sansio":
                 ssh_stream: trio.abc.Stream = stream
                 if cfg.tls is not None:
+                    from ..tls import handshake_error  # lazy: only tls:// targets
+                    from .tls import TLSStream
+
                     name = cfg.tls_server_name or target.host
                     tls_stream = TLSStream(stream, cfg.tls, server_hostname=name)
                     try:
