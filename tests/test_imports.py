@@ -27,6 +27,7 @@ NOT_FOR_THE_CLIENT = (
     "wraith.proto.ratelimit",
     "wraith.proto.sniff",
     "wraith.proto.stealth",
+    "wraith.ssh.authorized_keys",
     "wraith.ssh.paramiko_engine",
 )
 

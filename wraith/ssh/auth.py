@@ -28,22 +28,13 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import SSHCertificate, SSHCertificateType
 
-from wraith.ssh.authorized_keys import (
-    DEFAULT_AUTHORIZED_KEYS,
-    AuthorizedKey,
-    KeyOptions,
-    load_authorized_keys,
-    looks_like_authorized_keys_text,
-    match_cidr_list,
-    match_host_patterns,
-    parse_authorized_keys,
-)
 from wraith.ssh.keys import (
     ED25519,
     ED25519_CERT,
@@ -56,6 +47,12 @@ from wraith.ssh.keys import (
     public_key_blob,
     read_source,
 )
+
+if TYPE_CHECKING:
+    from wraith.ssh.authorized_keys import AuthorizedKey, KeyOptions
+
+# wraith.ssh.authorized_keys is imported where it is used: the client imports this
+# module too (through the Sans-IO engine) and never parses an authorized_keys file.
 
 __all__ = [
     "AuthPolicy",
@@ -192,6 +189,8 @@ def load_cert_authorities(src: KeySource) -> list[AuthorizedKey]:
     them (``principals=``, ``from=`` ...) are honoured.  A CA key of another type fails
     the load: the operator named this file, so ignoring a line would be a surprise.
     """
+    from wraith.ssh.authorized_keys import looks_like_authorized_keys_text, parse_authorized_keys
+
     what = "cert authority"
     try:
         data, label = read_source(src, what=what, looks_like_text=looks_like_authorized_keys_text)
@@ -235,6 +234,8 @@ class AuthPolicy:
         cas: list[AuthorizedKey] = []
         for ca in cert_authorities:
             if isinstance(ca, Ed25519PublicKey):
+                from wraith.ssh.authorized_keys import AuthorizedKey, KeyOptions
+
                 cas.append(
                     AuthorizedKey(
                         key_type=ED25519,
@@ -256,6 +257,8 @@ class AuthPolicy:
     ) -> AuthPolicy:
         """Load authorized_keys (``None``: ``~/.ssh/authorized_keys``, missing is empty)
         and each ``--cert-authority`` file.  Raises ValueError subclasses on bad input."""
+        from wraith.ssh.authorized_keys import load_authorized_keys
+
         path = _authorized_keys_path(authorized_keys)
         stamp = _file_stamp(path) if path is not None else None
         keys = load_authorized_keys(authorized_keys)
@@ -313,6 +316,8 @@ class AuthPolicy:
         assert self._file is not None
         # Remember the stamp (taken before the read) even on failure: warn once per change.
         self._stamp = stamp
+        from wraith.ssh.authorized_keys import load_authorized_keys
+
         try:
             entries = load_authorized_keys(self._file[0])
             keys, cas, warnings = _tables([*entries, *self._extra_cas])
@@ -415,6 +420,8 @@ class AuthPolicy:
             if name == b"force-command":
                 continue  # moot: there are no sessions
             if name == b"source-address":
+                from wraith.ssh.authorized_keys import match_cidr_list
+
                 try:
                     ok = match_cidr_list(source_ip, value.decode("ascii"))
                 except ValueError:
@@ -467,6 +474,8 @@ def _tables(
 
 def _authorized_keys_path(src: KeySource | None) -> str | None:
     """The file an authorized_keys source reads (``None``: the default), or None for text."""
+    from wraith.ssh.authorized_keys import DEFAULT_AUTHORIZED_KEYS, looks_like_authorized_keys_text
+
     if src is None:
         return os.path.expanduser(DEFAULT_AUTHORIZED_KEYS)
     if isinstance(src, bytes | str):
@@ -490,10 +499,11 @@ def _entry_refusal(options: KeyOptions, source_ip: str, now: float, kind: str) -
     """Why this authorized_keys entry's own options refuse the attempt, or None."""
     if options.verify_required:
         return f"{kind}-verify-required"
-    if options.from_patterns is not None and not match_host_patterns(
-        options.from_patterns, source_ip
-    ):
-        return "from-mismatch"
+    if options.from_patterns is not None:
+        from wraith.ssh.authorized_keys import match_host_patterns
+
+        if not match_host_patterns(options.from_patterns, source_ip):
+            return "from-mismatch"
     if options.expiry_time is not None and now > options.expiry_time:
         return "key-expired"
     return None

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import binascii
 import calendar
-import functools
 import ipaddress
 import os
 import re
@@ -40,6 +39,7 @@ from wraith.ssh.keys import (
     is_ed25519_blob,
     read_source,
 )
+from wraith.ssh.patterns import glob_match, match_pattern_list
 
 __all__ = [
     "DEFAULT_AUTHORIZED_KEYS",
@@ -110,16 +110,6 @@ class AuthorizedKey:
 # --- patterns ------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=1024)
-def _glob_re(pattern: str) -> re.Pattern[str]:
-    parts = [".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern]
-    return re.compile("".join(parts), re.IGNORECASE | re.DOTALL)
-
-
-def _glob(pattern: str, name: str) -> bool:
-    return _glob_re(pattern).fullmatch(name) is not None
-
-
 def _parse_ip(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """Parse an address, dropping an IPv6 zone and unmapping ``::ffff:a.b.c.d``."""
     try:
@@ -134,25 +124,6 @@ def _parse_ip(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 def _parse_network(spec: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     """A CIDR block or bare address; host bits must be clear (sshd: "inconsistent mask")."""
     return ipaddress.ip_network(spec, strict=True)
-
-
-def match_pattern_list(name: str, patterns: Sequence[str]) -> bool:
-    """OpenSSH ``match_pattern_list``: ``*``/``?`` globs, case-insensitive, ``!`` negates.
-
-    A matching negated pattern wins and gives False; otherwise any positive match gives
-    True.
-    """
-    positive = False
-    for raw in patterns:
-        pat = raw.strip()
-        negated = pat.startswith("!")
-        if negated:
-            pat = pat[1:]
-        if pat and _glob(pat, name):
-            if negated:
-                return False
-            positive = True
-    return positive
 
 
 def match_host_patterns(patterns: Sequence[str], ip: str, hostname: str | None = None) -> bool:
@@ -182,7 +153,7 @@ def match_host_patterns(patterns: Sequence[str], ip: str, hostname: str | None =
                 continue
             hit = addr is not None and addr.version == net.version and addr in net
         else:
-            hit = any(_glob(pat, n) for n in names)
+            hit = any(glob_match(pat, n) for n in names)
         if hit:
             if negated:
                 return False

@@ -24,7 +24,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from wraith.ssh.authorized_keys import match_pattern_list
 from wraith.ssh.keys import (
     KeyLoadError,
     KeySource,
@@ -32,6 +31,7 @@ from wraith.ssh.keys import (
     fingerprint_blob,
     read_source,
 )
+from wraith.ssh.patterns import match_pattern_list
 
 __all__ = [
     "HostKeyError",
