@@ -67,7 +67,7 @@ def pair(name: str, max_packet: int = 256 * 1024 + 64) -> tuple[PacketWriter, Pa
 def read_all(reader: PacketReader) -> list[bytes]:
     out = []
     while (got := reader.next_packet()) is not None:
-        out.append(got[0])
+        out.append(bytes(got[0]))
     return out
 
 
@@ -379,12 +379,73 @@ def test_reader_whole_byte_by_byte_and_with_trailing_data(name: str) -> None:
 
 
 def test_reader_compacts_its_buffer() -> None:
-    writer, reader = pair("aes128-gcm@openssh.com")
-    stream = b"".join(bytes(writer.write(b"\x5e" * 1000)) for _ in range(300))
-    reader.feed(stream + b"\x00\x00")
-    assert len(read_all(reader)) == 300
+    # Fed in 16 KiB pieces, 10 times over: consumed bytes are reused, so the
+    # buffer stays near one piece plus one packet, not the 3 MB that passed.
+    writer2, reader = pair("aes128-gcm@openssh.com")
+    total = 0
+    for _ in range(10):
+        stream = b"".join(bytes(writer2.write(b"\x5e" * 1000)) for _ in range(300))
+        for i in range(0, len(stream), 16384):
+            reader.feed(stream[i : i + 16384])
+            total += len(read_all(reader))
+    assert total == 3000
+    assert reader.buffered == 0
+    assert len(reader._buf) <= 2 * (16384 + 1100)
+    reader.feed(b"\x00\x00")
+    reader.trim()  # something is buffered: kept
     assert reader.buffered == 2
-    assert len(reader._buf) < 70000  # consumed bytes were dropped, not kept
+
+
+def test_reader_trim_frees_a_big_idle_buffer() -> None:
+    writer, reader = pair("aes128-gcm@openssh.com")
+    reader.feed(b"".join(bytes(writer.write(b"\x5e" * 1000)) for _ in range(300)))
+    assert len(read_all(reader)) == 300
+    assert len(reader._buf) > 65536
+    reader.trim()
+    assert len(reader._buf) == 0
+    reader.feed(bytes(writer.write(b"\x5eagain")))  # and it still works afterwards
+    assert read_all(reader) == [b"\x5eagain"]
+
+
+def test_reader_get_buffer_is_feed_without_a_copy() -> None:
+    writer, reader = pair("aes128-gcm@openssh.com")
+    payloads = [b"\x5e" + bytes([i]) * (i * 97 % 5000 + 1) for i in range(200)]
+    stream = b"".join(bytes(writer.write(p)) for p in payloads)
+    got: list[bytes] = []
+    pos = 0
+    for size in [1, 7, 4096, 65536, 300000] * 10:
+        if pos >= len(stream):
+            break
+        with reader.get_buffer(size) as view:
+            n = min(size, len(stream) - pos)
+            view[:n] = stream[pos : pos + n]
+        reader.buffer_filled(n)
+        pos += n
+        got += read_all(reader)
+    assert got == payloads
+    with pytest.raises(LocalProtocolError):
+        reader.get_buffer(0)
+    with reader.get_buffer(10):
+        pass
+    with pytest.raises(LocalProtocolError):
+        reader.buffer_filled(11)
+
+
+def test_channel_data_payload_is_a_view_of_its_own_buffer() -> None:
+    """Under an AEAD a CHANNEL_DATA payload is handed on without a copy, as a
+    read-only view that later packets cannot overwrite; others are bytes."""
+    for name in ("aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"):
+        writer, reader = pair(name)
+        reader.feed(bytes(writer.write(b"\x5e" + b"A" * 100)))
+        reader.feed(bytes(writer.write(b"\x5f" + b"B" * 100)))
+        first = reader.next_packet()
+        assert first is not None and isinstance(first[0], memoryview) and first[0].readonly
+        reader.feed(bytes(writer.write(b"\x5e" + b"C" * 100)))
+        second = reader.next_packet()
+        third = reader.next_packet()
+        assert second is not None and isinstance(second[0], bytes)
+        assert third is not None and bytes(third[0]) == b"\x5e" + b"C" * 100
+        assert bytes(first[0]) == b"\x5e" + b"A" * 100
 
 
 def test_cipher_cannot_change_mid_packet() -> None:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -33,7 +34,7 @@ from ..ssh.forwarding import (
 from ..tls import handshake_error
 from .dial import DialError, dial, tcp_connect
 from .drain import Drain, wait_for_stop
-from .pump import pump
+from .pump import prepare, pump
 from .streams import open_channel_streams, reset, splice
 from .wake import Notifier, guarded, wait_pending
 
@@ -67,6 +68,7 @@ async def _establish(cfg: ClientConfig) -> tuple[e.ClientSession, asyncio.Task[N
                     host_keys=cfg.host_keys,
                     settings=cfg.ssh,
                 )
+                conn: socket.socket | tuple[asyncio.StreamReader, asyncio.StreamWriter]
                 if cfg.tls is not None:
                     name = cfg.tls_server_name or target.host
                     try:
@@ -76,15 +78,16 @@ async def _establish(cfg: ClientConfig) -> tuple[e.ClientSession, asyncio.Task[N
                     except (ssl.SSLError, OSError) as exc:
                         raw.close()
                         raise ConnectError(handshake_error(exc, name)) from None
+                    if cfg.stealth_path is not None:
+                        leftover = await _stealth_upgrade(
+                            reader, writer, cfg, cfg.tls_server_name or target.host
+                        )
+                        if leftover:
+                            session.receive_data(leftover, time.monotonic())
+                    conn = (reader, writer)
                 else:
-                    reader, writer = await asyncio.open_connection(sock=raw, limit=1024 * 1024)
-                if cfg.stealth_path is not None:
-                    leftover = await _stealth_upgrade(
-                        reader, writer, cfg, cfg.tls_server_name or target.host
-                    )
-                    if leftover:
-                        session.receive_data(leftover, time.monotonic())
-                pumping = asyncio.ensure_future(pump(reader, writer, session))
+                    conn = prepare(raw)  # plain TCP: the pump's direct socket path
+                pumping = asyncio.ensure_future(pump(conn, session))
                 try:
                     return await wait_pending(session.ready), pumping
                 except BaseException:
@@ -316,7 +319,7 @@ class Client:
             log.info("remote forward on port %d: local destination unreachable", ev.bind_port)
             ev.channel.close()
             return
-        await splice(local, await open_channel_streams(ev.channel))
+        await splice(local, ev.channel)
 
     # -- local listeners --------------------------------------------------------
 
@@ -380,17 +383,14 @@ class Client:
             await _flush_and_close(writer, machine.data_to_send())
             return
         machine.reply(socks5.Reply.SUCCEEDED)
-        remote = await open_channel_streams(channel)
         try:
             writer.write(machine.data_to_send())
-            if machine.trailing_data:
-                remote[1].write(machine.trailing_data)
             await writer.drain()
         except OSError:
-            remote[1].transport.abort()
+            channel.close()
             reset(writer)
             return
-        await splice(local, remote)
+        await splice(local, channel, first=machine.trailing_data)
 
     async def _local(self, forward: fw.LocalForward, local: Streams) -> None:
         origin = local[1].get_extra_info("peername") or ("127.0.0.1", 0)
@@ -399,7 +399,7 @@ class Client:
         except e.EngineError:
             reset(local[1])
             return
-        await splice(local, await open_channel_streams(channel))
+        await splice(local, channel)
 
     async def _shutdown(self) -> None:
         for server in self._servers:

@@ -33,8 +33,8 @@ from .dial import dial as dial
 from .dial import tcp_connect as tcp_connect  # re-exported: it lived here before .dial
 from .drain import Drain, wait_for_stop
 from .front import read_proxy_header, serve_site, tls_front
-from .pump import pump
-from .streams import open_channel_streams, reset, splice
+from .pump import prepare, pump
+from .streams import reset, splice
 from .wake import Notifier, guarded, wait_pending
 
 log = logging.getLogger("wraith.server")
@@ -220,7 +220,7 @@ class _Session:
         except Exception:
             reset(local[1])
             raise
-        await splice(local, await open_channel_streams(channel))
+        await splice(local, channel)
 
     async def _forward_listener(self, ev: e.ForwardListening) -> None:
         async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -249,7 +249,7 @@ class _Session:
         except e.EngineError:
             reset(writer)
             return
-        await splice((reader, writer), await open_channel_streams(channel))
+        await splice((reader, writer), channel)
 
 
 def _reload_on_sighup(loop: asyncio.AbstractEventLoop, config: ServerConfig) -> bool:
@@ -307,6 +307,7 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
         log.info("connection from src=%s port=%d", *peer)
         if engine.pumped:
             leftover = b""
+            conn: socket.socket | tuple[asyncio.StreamReader, asyncio.StreamWriter]
             if scheme == "tls":
                 assert config.front is not None
                 fronted = await tls_front(raw, peer, config.front, opts.auth_timeout)
@@ -314,9 +315,10 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
                     server.gate.release(peer)
                     return
                 reader, writer, leftover = fronted
+                conn = (reader, writer)
             else:
                 try:
-                    reader, writer = await asyncio.open_connection(sock=raw, limit=1024 * 1024)
+                    conn = prepare(raw)  # plain TCP: the pump's direct socket path
                 except OSError as exc:
                     log.info("connection set-up failed src=%s port=%d: %s", *peer, exc.strerror)
                     raw.close()
@@ -326,7 +328,7 @@ async def serve(opts: ServeOptions) -> AsyncIterator[Server]:
             assert isinstance(session, ByteSession)
             if leftover:
                 session.receive_data(leftover, time.monotonic())
-            pumping = asyncio.ensure_future(pump(reader, writer, session))
+            pumping = asyncio.ensure_future(pump(conn, session))
             try:
                 await _Session(session, peer, server, opts).run()
                 # Let the pump flush the DISCONNECT, but not forever.

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import socket
 import struct
+from collections import deque
 from typing import Any
 
 from ..ssh.engine import Channel, ChannelClosed
@@ -38,7 +39,10 @@ class ChannelTransport(asyncio.Transport):
         self._protocol = protocol
         self._notifier = Notifier()
         channel.set_waker(self._notifier.wake)
-        self._buffer = bytearray()
+        # What write() was given and the channel did not take yet: chunks, so
+        # a partial channel write never moves the rest (no memmove, no join).
+        self._buffer: deque[bytes | memoryview] = deque()
+        self._buffered = 0
         self._eof_pending = False
         self._closing = False
         self._reading = asyncio.Event()
@@ -65,6 +69,7 @@ class ChannelTransport(asyncio.Transport):
     def abort(self) -> None:
         self._closing = True
         self._buffer.clear()
+        self._buffered = 0
         self._finish(None)
 
     def is_reading(self) -> bool:
@@ -80,9 +85,13 @@ class ChannelTransport(asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._eof_pending or self._closing:
             raise RuntimeError("cannot write after write_eof() or close()")
-        self._buffer += data
+        if not data:
+            return
+        # The caller may reuse a mutable buffer once write() returns: keep a copy.
+        self._buffer.append(data if isinstance(data, bytes) else bytes(data))
+        self._buffered += len(data)
         self._notifier.wake()
-        if not self._write_paused and len(self._buffer) > WRITE_HIGH_WATER:
+        if not self._write_paused and self._buffered > WRITE_HIGH_WATER:
             self._write_paused = True
             self._protocol.pause_writing()
 
@@ -94,7 +103,7 @@ class ChannelTransport(asyncio.Transport):
         return True
 
     def get_write_buffer_size(self) -> int:
-        return len(self._buffer)
+        return self._buffered
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         assert isinstance(protocol, asyncio.Protocol)
@@ -115,14 +124,13 @@ class ChannelTransport(asyncio.Transport):
                 progressed = False
                 if self._buffer:
                     try:
-                        sent = ch.write(memoryview(self._buffer))
+                        sent = self._send_buffered(ch)
                     except ChannelClosed:
                         self._finish(SessionLost("SSH session lost") if ch.lost else None)
                         return
                     if sent:
-                        del self._buffer[:sent]
                         progressed = True
-                        if self._write_paused and len(self._buffer) <= WRITE_HIGH_WATER // 4:
+                        if self._write_paused and self._buffered <= WRITE_HIGH_WATER // 4:
                             self._write_paused = False
                             self._protocol.resume_writing()
                 if not self._buffer and self._eof_pending and not eof_sent:
@@ -132,11 +140,13 @@ class ChannelTransport(asyncio.Transport):
                     self._finish(None)
                     return
                 if not read_done and self._reading.is_set():
-                    data = ch.read(READ_SIZE)
-                    if data:
-                        self._protocol.data_received(data)
+                    parts = ch.read_chunks(READ_SIZE)
+                    if parts:
+                        # Read-only views of immutable packets: safe to keep.
+                        for part in parts:
+                            self._protocol.data_received(part)  # type: ignore[arg-type]
                         progressed = True
-                    elif data == b"":
+                    elif parts is not None:
                         read_done = True
                         if ch.lost:
                             self._finish(SessionLost("SSH session lost"))
@@ -158,6 +168,23 @@ class ChannelTransport(asyncio.Transport):
         except Exception as exc:
             # Never die silently: the reader would wait forever.
             self._finish(SessionLost(f"channel failed: {type(exc).__name__}"))
+
+    def _send_buffered(self, ch: Channel) -> int:
+        """Hand the channel what its window takes, chunk by chunk; bytes sent."""
+        total = 0
+        buffer = self._buffer
+        while buffer:
+            chunk = buffer[0]
+            sent = ch.write(chunk)
+            total += sent
+            if sent == len(chunk):
+                buffer.popleft()
+                continue
+            if sent:
+                buffer[0] = memoryview(chunk)[sent:]
+            break
+        self._buffered -= total
+        return total
 
     def _finish(self, exc: Exception | None) -> None:
         if self._done:
@@ -202,25 +229,77 @@ async def _close(writer: asyncio.StreamWriter) -> None:
         await writer.wait_closed()
 
 
+async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        data = await reader.read(READ_SIZE)
+        if not data:
+            break
+        writer.write(data)
+        await writer.drain()
+    if writer.can_write_eof():
+        writer.write_eof()
+
+
+async def _to_channel(
+    reader: asyncio.StreamReader, channel: Channel, notifier: Notifier, first: bytes
+) -> None:
+    data = first
+    while True:
+        if data:
+            view = memoryview(data)
+            while view:
+                event = notifier.event()
+                try:
+                    sent = channel.write(view)
+                except ChannelClosed:
+                    raise SessionLost("SSH session lost") from None
+                if sent:
+                    view = view[sent:]
+                else:
+                    await event.wait()  # the peer's window is full
+        data = await reader.read(READ_SIZE)
+        if not data:
+            break
+    channel.write_eof()
+
+
+async def _from_channel(channel: Channel, writer: asyncio.StreamWriter, notifier: Notifier) -> None:
+    while True:
+        parts = await notifier.poll(lambda: channel.read_chunks(READ_SIZE))
+        if not parts:
+            if channel.lost:
+                raise SessionLost("SSH session lost")
+            break
+        for part in parts:
+            writer.write(part)
+        await writer.drain()
+    if writer.can_write_eof():
+        writer.write_eof()
+
+
 async def splice(
     local: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-    remote: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+    remote: tuple[asyncio.StreamReader, asyncio.StreamWriter] | Channel,
+    first: bytes = b"",
 ) -> None:
-    """Copy both ways until both ends are done; reset ``local`` if the tunnel broke."""
-    (lr, lw), (rr, rw) = local, remote
+    """Copy both ways until both ends are done; reset ``local`` if the tunnel broke.
 
-    async def copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            data = await reader.read(READ_SIZE)
-            if not data:
-                break
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-
-    up = asyncio.ensure_future(copy(lr, rw))
-    down = asyncio.ensure_future(copy(rr, lw))
+    ``remote`` is a stream pair or, for a tunnel, the engine channel itself:
+    its chunks then go to the socket with no stream buffer in between, and
+    ``first`` (bytes the client sent early, say after its SOCKS request) goes
+    to the channel before anything read from ``local``.
+    """
+    lr, lw = local
+    if isinstance(remote, Channel):
+        notifier = Notifier()
+        remote.set_waker(notifier.wake)
+        up = asyncio.ensure_future(_to_channel(lr, remote, notifier, first))
+        down = asyncio.ensure_future(_from_channel(remote, lw, notifier))
+    else:
+        if first:
+            remote[1].write(first)
+        up = asyncio.ensure_future(_copy(lr, remote[1]))
+        down = asyncio.ensure_future(_copy(remote[0], lw))
     completed = False
     try:
         pending: set[asyncio.Future[None]] = {up, down}
@@ -241,7 +320,10 @@ async def splice(
             await _close(lw)
         else:
             reset(lw)
-        if completed:
-            rw.close()
+        if isinstance(remote, Channel):
+            remote.set_waker(None)
+            remote.close()
+        elif completed:
+            remote[1].close()
         else:
-            rw.transport.abort()
+            remote[1].transport.abort()

@@ -18,7 +18,9 @@ import struct
 
 import trio
 
+from ..buffers import READ_BUFFERS
 from ..ssh.engine import Channel, ChannelClosed
+from .sockio import recv_into, send_views
 from .wake import Notifier
 
 READ_SIZE = 256 * 1024
@@ -44,6 +46,19 @@ class ChannelStream(trio.abc.HalfCloseableStream):
         if not data and ch.lost:
             raise SessionLost("SSH session lost")
         return data
+
+    async def receive_chunks(self, max_bytes: int = READ_SIZE) -> list[bytes | memoryview]:
+        """Like :meth:`receive_some`, as the channel's pieces unjoined (``[]`` at EOF).
+
+        The pieces are read-only and stay valid; for :func:`splice`'s ``sendmsg``.
+        """
+        if self._closed:
+            raise trio.ClosedResourceError("stream is closed")
+        ch = self.channel
+        parts = await self._notifier.poll(lambda: ch.read_chunks(max_bytes))
+        if not parts and ch.lost:
+            raise SessionLost("SSH session lost")
+        return parts
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self._closed:
@@ -96,12 +111,21 @@ async def splice(local: trio.SocketStream, remote: ChannelStream) -> None:
 
     async def upstream(cancel: trio.CancelScope) -> None:
         nonlocal broken
+        fd = local.socket.fileno()
         try:
             while True:
-                data = await local.receive_some(READ_SIZE)
-                if not data:
+                # Read into a pooled buffer; send_all copies it into SSH
+                # packets before it returns, so the buffer goes straight back.
+                buf = READ_BUFFERS.take()
+                try:
+                    with memoryview(buf) as view:
+                        n = await recv_into(fd, view)
+                        if n:
+                            await remote.send_all(view[:n])
+                finally:
+                    READ_BUFFERS.give(buf)
+                if not n:
                     break
-                await remote.send_all(data)
             await remote.send_eof()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             broken = True
@@ -109,12 +133,13 @@ async def splice(local: trio.SocketStream, remote: ChannelStream) -> None:
 
     async def downstream(cancel: trio.CancelScope) -> None:
         nonlocal broken
+        fd = local.socket.fileno()
         try:
             while True:
-                data = await remote.receive_some(READ_SIZE)
-                if not data:
+                parts = await remote.receive_chunks(READ_SIZE)
+                if not parts:
                     break
-                await local.send_all(data)
+                await send_views(fd, parts)
             await local.send_eof()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             broken = True

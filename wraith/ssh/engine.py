@@ -173,6 +173,14 @@ class Channel(ABC):
     @abstractmethod
     def read(self, max_bytes: int) -> bytes | None: ...
 
+    def read_chunks(self, max_bytes: int) -> list[bytes | memoryview] | None:
+        """Like :meth:`read`, but the buffered pieces unjoined (for ``sendmsg``):
+        ``None`` when nothing is buffered yet, ``[]`` at end of stream."""
+        data = self.read(max_bytes)
+        if data is None:
+            return None
+        return [data] if data else []
+
     @abstractmethod
     def write(self, data: bytes | memoryview) -> int: ...
 
@@ -387,6 +395,23 @@ class ByteSession(ABC):
 
     @abstractmethod
     def data_to_send(self) -> bytes: ...
+
+    def data_to_send_views(self) -> list[memoryview]:
+        """What ``data_to_send()`` returns, as pieces (for ``sendmsg``), unjoined."""
+        data = self.data_to_send()
+        return [memoryview(data)] if data else []
+
+    def get_buffer(self, size: int) -> memoryview | None:
+        """Room to ``recv_into`` directly, then report with :meth:`buffer_filled`;
+        ``None`` if this session has none (use ``receive_data``)."""
+        return None
+
+    def buffer_filled(self, n: int, now: float) -> None:
+        """``n`` (> 0) bytes were written into the last :meth:`get_buffer` view."""
+        raise NotImplementedError
+
+    def trim(self) -> None:  # noqa: B027 (optional: most sessions keep nothing)
+        """The link went quiet: give back buffers kept for bulk transfers."""
 
     @abstractmethod
     def set_output_waker(self, waker: Waker | None) -> None: ...

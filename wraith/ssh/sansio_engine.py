@@ -94,7 +94,7 @@ class SansioChannel(Channel):
     def __init__(self, engine: _Engine, channel_id: int) -> None:
         self._engine = engine
         self.id = channel_id
-        self._chunks: deque[bytes] = deque()
+        self._chunks: deque[bytes | memoryview] = deque()
         self._buffered = 0
         self._waker: Waker | None = None
         self.eof_received = False
@@ -112,15 +112,15 @@ class SansioChannel(Channel):
         if waker is not None:
             waker()
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
         if data and not self.local_closed:
             self._chunks.append(data)
             self._buffered += len(data)
         self.wake()
 
-    def read(self, max_bytes: int) -> bytes | None:
+    def read_chunks(self, max_bytes: int) -> list[bytes | memoryview] | None:
         if self._buffered:
-            parts = []
+            parts: list[bytes | memoryview] = []
             taken = 0
             chunks = self._chunks
             while chunks and taken < max_bytes:
@@ -130,15 +130,24 @@ class SansioChannel(Channel):
                     parts.append(chunks.popleft())
                     taken += len(chunk)
                 else:
-                    parts.append(chunk[:want])
-                    chunks[0] = chunk[want:]
+                    view = memoryview(chunk)
+                    parts.append(view[:want])
+                    chunks[0] = view[want:]
                     taken += want
             self._buffered -= taken
             self._engine.consumed(self.id, taken)
-            return parts[0] if len(parts) == 1 else b"".join(parts)
+            return parts
         if self.eof_received or self.remote_closed or self._lost or self.local_closed:
-            return b""
+            return []
         return None
+
+    def read(self, max_bytes: int) -> bytes | None:
+        parts = self.read_chunks(max_bytes)
+        if parts is None:
+            return None
+        if len(parts) == 1 and isinstance(parts[0], bytes):
+            return parts[0]
+        return b"".join(parts)
 
     def write(self, data: bytes | memoryview) -> int:
         if self._lost or self.remote_closed or self.local_closed:
@@ -200,8 +209,23 @@ class _Engine(ByteSession):
         self.ssh.receive_data(data, now)
         self._process()
 
+    def get_buffer(self, size: int) -> memoryview | None:
+        return self.ssh.get_buffer(size)
+
+    def buffer_filled(self, n: int, now: float) -> None:
+        self._last_heard = now
+        self._unanswered = 0
+        self.ssh.buffer_filled(n, now)
+        self._process()
+
+    def trim(self) -> None:
+        self.ssh.trim()
+
     def data_to_send(self) -> bytes:
         return self.ssh.data_to_send()
+
+    def data_to_send_views(self) -> list[memoryview]:
+        return self.ssh.data_to_send_views()
 
     def set_output_waker(self, waker: Waker | None) -> None:
         self._out_waker = waker
@@ -259,6 +283,12 @@ class _Engine(ByteSession):
         if waker is not None:
             waker()
 
+    def output_maybe_changed(self) -> None:
+        """Wake the writer only if there is something for it: bytes to send,
+        or the session's end to act on (a wake-up per read costs)."""
+        if self.ssh.flush() or self.ssh.ended:
+            self.output_changed()
+
     def consumed(self, channel_id: int, n: int) -> None:
         conn = self.ssh.connection
         if conn is not None and not self.ssh.ended:
@@ -266,7 +296,7 @@ class _Engine(ByteSession):
                 conn.consume(channel_id, n)
             except LocalProtocolError:
                 return
-            self.output_changed()
+            self.output_maybe_changed()
 
     def send_data(self, channel_id: int, data: bytes | memoryview) -> int:
         conn = self.ssh.connection
@@ -334,7 +364,7 @@ class _Engine(ByteSession):
             if ev is NEED_DATA:
                 break
             self._dispatch(ev)
-        self.output_changed()
+        self.output_maybe_changed()
 
     def _dispatch(self, ev: Any) -> None:
         if isinstance(ev, ce.ChannelData):

@@ -72,6 +72,8 @@ _U32 = struct.Struct(">I")
 _SEQ_MASK = 0xFFFFFFFF
 _GCM_COUNTER_MASK = (1 << 64) - 1
 _ZERO_BLOCK = bytes(64)
+#: SSH_MSG_CHANNEL_DATA, whose payload is handed on without a copy.
+_CHANNEL_DATA = 94
 
 
 class PacketCipher(Protocol):
@@ -86,6 +88,9 @@ class PacketCipher(Protocol):
     tag_len: int
     #: True when the 4-byte length field counts towards the block alignment.
     length_in_alignment: bool
+    #: True when ``open()`` returns a view of a new buffer per packet (which its
+    #: caller may keep), False when it is a view into the packet it was given.
+    fresh_output: bool
 
     def seal(self, seq: int, plain: memoryview) -> bytes | bytearray:
         """Protect ``plain`` (length, padding_length, payload, padding); return wire bytes."""
@@ -98,26 +103,10 @@ class PacketCipher(Protocol):
     def open(self, seq: int, packet: memoryview) -> memoryview:
         """Check and decrypt a whole wire packet: ``padding_length || payload || padding``.
 
-        The view is valid until the next call (it may be a reused buffer).
+        With ``fresh_output`` the view is of a new buffer and stays valid;
+        otherwise it is valid only as long as ``packet`` is.
         """
         ...
-
-
-class _HasPlain(Protocol):
-    _plain: bytearray
-
-
-def _plain_view(cipher: _HasPlain, n: int) -> memoryview:
-    """A view of ``n`` bytes of the cipher's reusable plaintext buffer.
-
-    Decrypting into one buffer per direction, and copying the payload out once,
-    avoids allocating (and page-faulting) a fresh buffer per large packet.
-    """
-    if len(cipher._plain) < n:
-        # A new object rather than a resize: a caller's view of the old one
-        # may still be alive, and a bytearray with views cannot be resized.
-        cipher._plain = bytearray(max(n, 2 * len(cipher._plain)))
-    return memoryview(cipher._plain)[:n]
 
 
 class NoneCipher:
@@ -127,6 +116,7 @@ class NoneCipher:
     block_size = 8
     tag_len = 0
     length_in_alignment = True
+    fresh_output = False
 
     def seal(self, seq: int, plain: memoryview) -> bytes | bytearray:
         return bytes(plain)
@@ -144,6 +134,7 @@ class AesGcm:
     block_size = 16
     tag_len = 16
     length_in_alignment = False
+    fresh_output = True
 
     def __init__(self, name: str, key: bytes, iv: bytes) -> None:
         if len(key) not in (16, 32) or len(iv) != 12:
@@ -152,7 +143,6 @@ class AesGcm:
         self._aead = AESGCM(key)
         self._fixed = iv[:4]
         self._counter = int.from_bytes(iv[4:], "big")
-        self._plain = bytearray()
 
     def _next_nonce(self) -> bytes:
         # RFC 5647 7.1: only the 64-bit invocation counter is incremented,
@@ -172,14 +162,15 @@ class AesGcm:
         return int(_U32.unpack(head)[0])
 
     def open(self, seq: int, packet: memoryview) -> memoryview:
-        out = _plain_view(self, len(packet) - 20)
+        # A new bytes object per packet: the payload is handed on as a view of
+        # it (channel data reaches the application without another copy).
         try:
-            self._aead.decrypt_into(self._next_nonce(), packet[4:], packet[:4], out)
+            plain = self._aead.decrypt(self._next_nonce(), packet[4:], packet[:4])
         except InvalidTag:
             raise TransportError(
                 f"bad AES-GCM tag on packet {seq}", DisconnectReason.MAC_ERROR
             ) from None
-        return out
+        return memoryview(plain)
 
 
 class ChaCha20Poly1305:
@@ -189,13 +180,13 @@ class ChaCha20Poly1305:
     block_size = 8
     tag_len = 16
     length_in_alignment = False
+    fresh_output = True
 
     def __init__(self, key: bytes) -> None:
         if len(key) != 64:
             raise LocalProtocolError("chacha20-poly1305@openssh.com needs a 64-byte key")
         self._main_key = key[:32]  # K_2
         self._header_key = key[32:]  # K_1
-        self._plain = bytearray()
 
     @staticmethod
     def _nonce(counter: int, seq: int) -> bytes:
@@ -234,9 +225,9 @@ class ChaCha20Poly1305:
             raise TransportError(
                 f"bad chacha20-poly1305 tag on packet {seq}", DisconnectReason.MAC_ERROR
             ) from None
-        out = _plain_view(self, n - 4)
+        out = bytearray(n - 4)
         ctx.update_into(packet[4:n], out)
-        return out
+        return memoryview(out).toreadonly()
 
 
 @dataclass(frozen=True)
@@ -277,6 +268,12 @@ class PacketReader:
     ``max_packet`` bounds the total wire size of a packet (length field,
     body and tag).  ``cipher`` and ``seq`` are swapped and reset by the
     transport at NEWKEYS; the change applies from the next packet on.
+
+    Bytes arrive either through ``feed()`` or, without a copy, by filling
+    ``get_buffer()`` (``socket.recv_into``) and reporting it with
+    ``buffer_filled()``.  A ``CHANNEL_DATA`` payload under an AEAD comes back
+    as a view of its own decrypted buffer (no copy); every other payload is
+    ``bytes``.
     """
 
     def __init__(self, max_packet: int = 256 * 1024 + 64) -> None:
@@ -288,8 +285,11 @@ class PacketReader:
         self.seq = 0
         #: Wire bytes of the packets read so far (for rekeying by volume).
         self.bytes_read = 0
+        # Unparsed bytes are _buf[_pos:_end]; _buf beyond _end is free room.
         self._buf = bytearray()
         self._pos = 0
+        self._end = 0
+        self._room = 0  # what the last get_buffer() offered
         # packet_length of the packet at _pos, once decrypted; with
         # chacha20-poly1305 decrypting it twice would cost a cipher setup.
         self._length: int | None = None
@@ -297,10 +297,54 @@ class PacketReader:
     @property
     def buffered(self) -> int:
         """Bytes fed but not yet consumed."""
-        return len(self._buf) - self._pos
+        return self._end - self._pos
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        self._buf += data
+        self._room = 0
+        n = len(data)
+        self._reserve(n)
+        self._buf[self._end : self._end + n] = data
+        self._end += n
+
+    def get_buffer(self, size: int) -> memoryview:
+        """Room for ``size`` more bytes, to fill and then report with ``buffer_filled()``.
+
+        Release the view (``with`` or ``.release()``) before calling anything
+        else here: a buffer with a live view cannot move.
+        """
+        if size <= 0:
+            raise LocalProtocolError("get_buffer() needs a positive size")
+        self._reserve(size)
+        self._room = size
+        return memoryview(self._buf)[self._end : self._end + size]
+
+    def buffer_filled(self, n: int) -> None:
+        """``n`` bytes were written at the start of the last ``get_buffer()`` view."""
+        if not 0 <= n <= self._room:
+            raise LocalProtocolError(f"buffer_filled({n}) is more than the room given")
+        self._room = 0
+        self._end += n
+
+    def trim(self) -> None:
+        """Give back the buffer's memory if nothing is buffered (an idle connection)."""
+        if self._pos == self._end and len(self._buf) > 65536:
+            self._buf = bytearray()
+            self._pos = self._end = 0
+
+    def _reserve(self, n: int) -> None:
+        buf = self._buf
+        if len(buf) - self._end >= n:
+            return
+        if self._pos:
+            # Move the unparsed tail to the front (at most one packet's worth).
+            live = self._end - self._pos
+            with memoryview(buf) as view:
+                buf[:live] = view[self._pos : self._end]  # a memmove, no temporary
+            self._pos, self._end = 0, live
+            if len(buf) - live >= n:
+                return
+        grow = max(self._end + n, 2 * len(buf)) - len(buf)
+        buf += bytes(grow)
 
     def set_cipher(self, cipher: PacketCipher) -> None:
         if self._length is not None:
@@ -309,14 +353,8 @@ class PacketReader:
 
     def _consume(self, n: int) -> None:
         self._pos += n
-        if self._pos == len(self._buf):
-            self._buf.clear()
-            self._pos = 0
-        elif self._pos >= 65536 and self._pos * 2 >= len(self._buf):
-            # Moving the tail only once it is no larger than what was consumed
-            # keeps the total copying linear in the bytes read.
-            del self._buf[: self._pos]
-            self._pos = 0
+        if self._pos == self._end:
+            self._pos = self._end = 0
 
     def take_line(self, limit: int) -> bytes | None:
         """The next LF-terminated line, LF included, for the version exchange.
@@ -324,36 +362,43 @@ class PacketReader:
         ``None`` if no LF yet; ``TransportError`` if ``limit`` bytes pass
         without one, so an endless line is never buffered.
         """
-        end = self._buf.find(b"\n", self._pos, self._pos + limit)
+        end = self._buf.find(b"\n", self._pos, min(self._pos + limit, self._end))
         if end < 0:
-            if len(self._buf) - self._pos >= limit:
+            if self._end - self._pos >= limit:
                 raise TransportError(f"identification line longer than {limit} bytes")
             return None
         line = bytes(self._buf[self._pos : end + 1])
         self._consume(end + 1 - self._pos)
         return line
 
-    def next_packet(self) -> tuple[bytes, int] | None:
+    def next_packet(self) -> tuple[bytes | memoryview, int] | None:
         """``(payload, seq)`` of the next whole packet, or ``None`` until more bytes arrive."""
         cipher = self.cipher
-        avail = len(self._buf) - self._pos
+        pos = self._pos
+        avail = self._end - pos
         length = self._length
         if length is None:
             if avail < 4:
                 return None
             with memoryview(self._buf) as view:
-                length = cipher.open_length(self.seq, view[self._pos : self._pos + 4])
+                length = cipher.open_length(self.seq, view[pos : pos + 4])
             self._check_length(length, cipher)
             self._length = length
         total = 4 + length + cipher.tag_len
         if avail < total:
             return None
         seq = self.seq
+        payload: bytes | memoryview | None
         with memoryview(self._buf) as view:
-            body = cipher.open(seq, view[self._pos : self._pos + total])
+            body = cipher.open(seq, view[pos : pos + total])
             padding = body[0]
             end = length - padding
-            payload = bytes(body[1:end]) if padding >= 4 and end >= 2 else None
+            if padding < 4 or end < 2:
+                payload = None
+            elif body[1] == _CHANNEL_DATA and cipher.fresh_output:
+                payload = body[1:end]  # a view of the decrypted buffer, which is ours
+            else:
+                payload = bytes(body[1:end])
             del body  # no view of our buffer may outlive this block
         if payload is None:
             if padding < 4:
@@ -405,11 +450,18 @@ class PacketWriter:
         self._pool_pos += n
         return out
 
-    def write(self, payload: bytes | bytearray | memoryview) -> bytes | bytearray:
-        """The wire bytes of one packet carrying ``payload``."""
+    def write(
+        self, payload: bytes | bytearray | memoryview, tail: bytes | bytearray | memoryview = b""
+    ) -> bytes | bytearray:
+        """The wire bytes of one packet carrying ``payload`` followed by ``tail``.
+
+        Passing a message's head and its data separately spares joining them
+        first: both are copied once, into the packet being framed.
+        """
         cipher = self.cipher
         bs = cipher.block_size
-        n = len(payload)
+        k = len(payload)
+        n = k + len(tail)
         unpadded = 1 + n + (4 if cipher.length_in_alignment else 0)
         padding = bs - unpadded % bs
         if padding < 4:
@@ -423,7 +475,9 @@ class PacketWriter:
             scratch.extend(bytes(size - len(scratch)))
         _U32.pack_into(scratch, 0, length)
         scratch[4] = padding
-        scratch[5 : 5 + n] = payload
+        scratch[5 : 5 + k] = payload
+        if tail:
+            scratch[5 + k : 5 + n] = tail
         scratch[5 + n : size] = self._padding(padding)
         seq = self.seq
         with memoryview(scratch) as view:

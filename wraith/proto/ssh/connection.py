@@ -346,6 +346,7 @@ class Connection:
         self._forwards: set[tuple[str, int]] = set()  # (address, port) granted, server side
         self._events: deque[ConnectionEvent] = deque()
         self._out: list[bytes] = []
+        self._data_sink: Callable[[bytes, memoryview], None] | None = None
         self._handlers: dict[int, Callable[[bytes], None]] = {
             Msg.GLOBAL_REQUEST: self._on_global_request,
             Msg.REQUEST_SUCCESS: self._on_global_reply,
@@ -410,6 +411,9 @@ class Connection:
         if self._state is ConnectionState.ERROR:
             raise RemoteProtocolError("connection layer is in the ERROR state")
         try:
+            if payload and payload[0] == Msg.CHANNEL_DATA:
+                self._on_data(payload)  # the hot path: a view stays a view
+                return
             data = bytes(payload)
             if not data:
                 raise RemoteProtocolError("empty payload")
@@ -507,12 +511,25 @@ class Connection:
             return 0
         chunk = min(ch.peer_max_packet, self._max_send_packet)
         head = bytes((Msg.CHANNEL_DATA,)) + ch.peer_id_bytes
-        out = self._out
+        sink = self._data_sink
         for start in range(0, n, chunk):
             piece = view[start : min(start + chunk, n)]
-            out.append(b"".join((head, _U32.pack(len(piece)), piece)))
+            if sink is not None:
+                sink(head + _U32.pack(len(piece)), piece)
+            else:
+                self._out.append(b"".join((head, _U32.pack(len(piece)), piece)))
         ch.peer_window -= n
         return n
+
+    def set_data_sink(self, sink: Callable[[bytes, memoryview], None] | None) -> None:
+        """Send CHANNEL_DATA through ``sink(head, data)`` at once instead of queueing it.
+
+        ``send_data`` then calls the sink once per message with the message's
+        head (number, channel, length) and a view of the caller's data, which
+        the sink must copy before it returns.  The sink must first send what
+        ``payloads_to_send()`` holds, so that messages keep their order.
+        """
+        self._data_sink = sink
 
     def consume(self, channel_id: int, n: int) -> None:
         """Report ``n`` bytes of ``ChannelData`` delivered; may re-open the peer's window.
@@ -833,8 +850,9 @@ class Connection:
             )
         ch.recv_window -= n
 
-    def _on_data(self, payload: bytes) -> None:
-        # The hot path: parsed by hand, one copy of the data.
+    def _on_data(self, payload: bytes | bytearray | memoryview) -> None:
+        # The hot path: parsed by hand; a memoryview payload is passed on as a
+        # view (no copy), a bytes one is copied once.
         if len(payload) < 9:
             raise RemoteProtocolError("truncated CHANNEL_DATA")
         local_id, n = struct.unpack_from(">II", payload, 1)
@@ -848,7 +866,11 @@ class Connection:
         if n == 0 or ch.state is _CS.CLOSE_SENT:
             return  # after our CLOSE nobody will read it; it was counted, that is all
         ch.unconsumed += n
-        self._events.append(ChannelData(channel_id=local_id, data=payload[9:]))
+        if isinstance(payload, memoryview) and payload.readonly:
+            data: bytes | memoryview = payload[9:]
+        else:
+            data = bytes(payload[9:])
+        self._events.append(ChannelData(channel_id=local_id, data=data))
 
     def _on_extended_data(self, payload: bytes) -> None:
         r = Reader(payload, 1)

@@ -129,10 +129,14 @@ class ChannelOpenFailed:
 
 @dataclass(frozen=True, kw_only=True)
 class ChannelData:
-    """Bytes from the peer.  Call ``consume(channel_id, n)`` once they are delivered."""
+    """Bytes from the peer.  Call ``consume(channel_id, n)`` once they are delivered.
+
+    ``data`` is ``bytes``, or a read-only ``memoryview`` of the decrypted
+    packet when the transport handed the payload over without a copy.
+    """
 
     channel_id: int
-    data: bytes
+    data: bytes | memoryview
 
     def __post_init__(self) -> None:
         _check_u32("channel_id", self.channel_id)

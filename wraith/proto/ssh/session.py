@@ -105,9 +105,34 @@ class SSHSession:
             self.transport.handle_timer(self._now)  # keeps the transport's clock current
             self.transport.receive_data(data)
 
+    def get_buffer(self, size: int) -> memoryview:
+        """Room to ``recv_into`` (see ``Transport.get_buffer``); then ``buffer_filled``."""
+        return self.transport.get_buffer(size)
+
+    def buffer_filled(self, n: int, now: float) -> None:
+        """``n`` bytes from the peer were written into the ``get_buffer()`` view."""
+        self._now = max(self._now, now)
+        if self._ended is None:
+            self.transport.handle_timer(self._now)
+            self.transport.buffer_filled(n)
+
+    def trim(self) -> None:
+        """Free idle buffers (call when the link went quiet)."""
+        self.transport.trim()
+
     def data_to_send(self) -> bytes:
         self._flush()
         return self.transport.data_to_send()
+
+    def flush(self) -> bool:
+        """Frame what the layers queued; True if ``data_to_send()`` has bytes now."""
+        self._flush()
+        return self.transport.pending_output > 0
+
+    def data_to_send_views(self) -> list[memoryview]:
+        """Like ``data_to_send()``, one view per packet, unjoined (for ``sendmsg``)."""
+        self._flush()
+        return self.transport.data_to_send_views()
 
     def get_timer(self) -> float | None:
         if self._ended is not None:
@@ -214,6 +239,14 @@ class SSHSession:
         if self.connection is None:
             role = ConnectionRole.SERVER if self.role is Role.SERVER else ConnectionRole.CLIENT
             self.connection = Connection(role, **self._connection_kwargs)
+            self.connection.set_data_sink(self._send_data_now)
+
+    def _send_data_now(self, head: bytes, data: memoryview) -> None:
+        """CHANNEL_DATA straight into the transport: framed from the caller's
+        buffer with one copy.  What the layers queued before goes first."""
+        self._flush()
+        if self._ended is None and self.transport.state in _SENDING:
+            self.transport.send_payload(head, data)
 
     def _route(self, tev: te.PayloadReceived) -> None:
         payload = tev.payload

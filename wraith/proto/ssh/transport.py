@@ -384,6 +384,27 @@ class Transport:
             # Terminal states drop input: nothing will ever parse it.
             self._reader.feed(data)
 
+    def get_buffer(self, size: int) -> memoryview:
+        """Room for up to ``size`` bytes from the peer, for ``recv_into``; no copy.
+
+        Report what was written with ``buffer_filled()``, and release the view
+        first (``with`` or ``.release()``).  EOF still goes to ``receive_data(b"")``.
+        """
+        if self._eof:
+            raise LocalProtocolError("get_buffer() called after EOF")
+        return self._reader.get_buffer(size)
+
+    def buffer_filled(self, n: int) -> None:
+        """``n`` bytes from the peer were written into the last ``get_buffer()`` view."""
+        if self._eof:
+            raise LocalProtocolError("buffer_filled() called after EOF")
+        if self._state in _LIVE:
+            self._reader.buffer_filled(n)
+
+    def trim(self) -> None:
+        """Free the receive buffer's memory if it holds nothing (call on an idle link)."""
+        self._reader.trim()
+
     def data_to_send(self) -> bytes:
         """Return and clear the bytes queued for the peer."""
         out = self._out
@@ -436,24 +457,30 @@ class Transport:
 
     # -- the upper layers' side ----------------------------------------------
 
-    def send_payload(self, payload: bytes) -> None:
+    def send_payload(self, payload: bytes, tail: bytes | bytearray | memoryview = b"") -> None:
         """Send a message of the layers above (5, 6, or number 50 and up).
 
-        Allowed once the first ``KexComplete`` was returned.  During a re-exchange
-        the payload waits and goes out right after our NEWKEYS.
+        The message is ``payload`` followed by ``tail`` (a message's data may
+        come separately from its head: it is copied once, into the packet, and
+        not held after the call).  Allowed once the first ``KexComplete`` was
+        returned.  During a re-exchange the message waits and goes out right
+        after our NEWKEYS.
         """
         state = self._state
         if state is not TransportState.OPEN and state is not TransportState.REKEY:
             raise LocalProtocolError(f"cannot send payloads in state {state.name}")
         if not payload or not (payload[0] >= 50 or payload[0] in _UPPER_LAYER_SERVICE):
             raise LocalProtocolError("send_payload() takes message numbers 5, 6 and 50+ only")
-        if len(payload) > MAX_SEND_PAYLOAD:
-            raise LocalProtocolError(f"payload of {len(payload)} bytes exceeds {MAX_SEND_PAYLOAD}")
+        size = len(payload) + len(tail)
+        if size > MAX_SEND_PAYLOAD:
+            raise LocalProtocolError(f"payload of {size} bytes exceeds {MAX_SEND_PAYLOAD}")
         if self._send_blocked:
-            self._queue.append(payload)
-            self._queue_bytes += len(payload)
+            self._queue.append(payload + bytes(tail) if tail else payload)
+            self._queue_bytes += size
             return
-        self._emit(payload)
+        wire = self._writer.write(payload, tail)
+        self._out.append(wire)
+        self._out_bytes += len(wire)
         if self._writer.bytes_written - self._mark_out >= self._rekey_bytes:
             self._maybe_rekey()
 
@@ -620,7 +647,7 @@ class Transport:
                 raise TransportError(f"message {msg} is not allowed during key exchange")
             if state is TransportState.KEX_INITIAL and seq == 0xFFFFFFFF:
                 raise TransportError("sequence number wrapped during the initial key exchange")
-            event = self._dispatch(msg, payload, seq)
+            event = self._dispatch(msg, bytes(payload), seq)
             self._maybe_rekey()
             if event is not None:
                 return event

@@ -109,10 +109,12 @@ class PayloadReceived:
 
     ``payload`` starts with the message number.  ``seq`` is the packet's
     sequence number, which the upper layer needs if it answers UNIMPLEMENTED
-    (``Transport.send_unimplemented(seq)``).
+    (``Transport.send_unimplemented(seq)``).  A CHANNEL_DATA payload under an
+    AEAD cipher is a read-only ``memoryview`` of its own decrypted buffer
+    (no copy); every other payload is ``bytes``.
     """
 
-    payload: bytes
+    payload: bytes | memoryview
     seq: int
 
     def __post_init__(self) -> None:
