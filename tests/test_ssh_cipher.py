@@ -485,6 +485,36 @@ def test_round_trip_any_payloads_any_chunking(
     assert got == payloads
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    name=st.sampled_from(ALL),
+    payloads=st.lists(st.binary(min_size=1, max_size=3000), min_size=1, max_size=8),
+    steps=st.lists(st.tuples(st.booleans(), st.integers(min_value=1, max_value=5000)), max_size=12),
+)
+def test_round_trip_through_get_buffer_and_feed_mixed(
+    name: str, payloads: list[bytes], steps: list[tuple[bool, int]]
+) -> None:
+    """Bytes written into get_buffer() views (as recv_into does; the room offered
+    may be larger than what arrives) and bytes fed, in any mix, give the same
+    payloads; a CHANNEL_DATA payload handed out earlier never changes."""
+    writer, reader = pair(name)
+    stream = b"".join(bytes(writer.write(p)) for p in payloads)
+    got: list[bytes | memoryview] = []
+    pos = 0
+    for direct, room in [*steps, (True, len(stream) + 1)]:
+        n = min(room, len(stream) - pos)
+        if direct:
+            with reader.get_buffer(room) as view:
+                view[:n] = stream[pos : pos + n]
+            reader.buffer_filled(n)
+        else:
+            reader.feed(stream[pos : pos + n])
+        pos += n
+        while (item := reader.next_packet()) is not None:
+            got.append(item[0])
+    assert [bytes(g) for g in got] == payloads
+
+
 @settings(max_examples=200, deadline=None)
 @given(name=st.sampled_from(ALL), data=st.binary(max_size=600))
 def test_random_bytes_give_payloads_or_transport_errors(name: str, data: bytes) -> None:
