@@ -1,16 +1,19 @@
-"""What ``wraith connect`` imports: the client path loads no server code.
+"""What ``wraith connect`` does at start-up: the client path loads no server code.
 
 Imports are most of ``wraith connect``'s time to first byte, so the client
 never loads the server, its TLS front (h11, the decoy site, stealth), the
-authorized_keys parser or paramiko.  Each check runs in a fresh interpreter,
-since this test process has imported everything already.
+authorized_keys parser or paramiko.  Those checks run in a fresh interpreter,
+since this test process has imported everything already.  And main() keeps the
+cyclic garbage collector off during start-up, then gives it back.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -89,3 +92,18 @@ def test_the_driver_packages_still_export_every_name() -> None:
         assert set(module.__all__) <= set(dir(module))
         with pytest.raises(AttributeError):
             _ = module.no_such_name
+
+
+def test_main_gives_the_collector_back(tmp_path: Path) -> None:
+    """main() turns the cyclic GC off for start-up; it leaves it as it found it."""
+    from wraith import cli
+
+    assert gc.isenabled()
+    assert cli.main(["keygen", "-f", str(tmp_path / "a")]) == 0
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert cli.main(["keygen", "-f", str(tmp_path / "b")]) == 0
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
