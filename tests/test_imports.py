@@ -30,8 +30,11 @@ NOT_FOR_THE_CLIENT = (
     "wraith.proto.ratelimit",
     "wraith.proto.sniff",
     "wraith.proto.stealth",
+    "wraith.ssh.auth",
+    "wraith.ssh.authlog",
     "wraith.ssh.authorized_keys",
     "wraith.ssh.paramiko_engine",
+    "wraith.ssh.tunnels",
 )
 
 

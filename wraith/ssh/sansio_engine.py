@@ -25,12 +25,11 @@ import logging
 import socket
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..proto import tunnel
-from ..proto.destpolicy import DestinationPolicy
 from ..proto.errors import LocalProtocolError
 from ..proto.ssh import connection_events as ce
 from ..proto.ssh import transport_events as te
@@ -40,8 +39,6 @@ from ..proto.ssh.events_common import NEED_DATA
 from ..proto.ssh.session import SessionEnded, SSHSession
 from ..proto.ssh.transport import DEFAULT_CIPHERS, Role
 from . import keys
-from .auth import AuthPolicy, AuthResult, Permissions
-from .authlog import log_auth, log_token
 from .engine import (
     Authenticated,
     AuthenticationFailed,
@@ -68,7 +65,10 @@ from .engine import (
     Waker,
 )
 from .known_hosts import HostKeyError, HostKeyPolicy
-from .tunnels import check_destination, grant_forward
+
+if TYPE_CHECKING:  # the server's side: a client never imports these
+    from ..proto.destpolicy import DestinationPolicy
+    from .auth import AuthPolicy, AuthResult, Permissions
 
 log = logging.getLogger("wraith.ssh")
 
@@ -493,6 +493,8 @@ class SansioServerSession(_Engine, ServerSession):
         self._events.put(Closed(reason=ev.reason))
 
     def _log(self, method: str, username: str, result: AuthResult | _Refusal) -> None:
+        from .authlog import log_auth
+
         if log_auth(method=method, username=username, source=self.peer, result=result) == "failure":
             self._events.put(AuthFailure(method=method))
 
@@ -538,6 +540,8 @@ class SansioServerSession(_Engine, ServerSession):
         elif isinstance(ev, ue.Authenticated):
             accepted = self._candidate
             assert accepted is not None
+            from .auth import Permissions
+
             self.permissions = accepted.permissions or Permissions()
             self._start_keepalives()
             self._log("publickey", ev.username, accepted)
@@ -545,6 +549,8 @@ class SansioServerSession(_Engine, ServerSession):
         elif isinstance(ev, ue.AuthTimeout):
             log.info("auth timeout src=%s port=%d: closing unauthenticated connection", *self.peer)
         elif isinstance(ev, ce.ChannelOpenRefused):
+            from .authlog import log_token
+
             log.info("refused channel type=%s src=%s port=%d", log_token(ev.kind), *self.peer)
         elif isinstance(ev, ce.ChannelOpenRequest):
             assert conn is not None
@@ -568,6 +574,8 @@ class SansioServerSession(_Engine, ServerSession):
                 ev.channel_id, OpenFailure.ADMINISTRATIVELY_PROHIBITED, "channel type not served"
             )
             return
+        from .tunnels import check_destination
+
         verdict = check_destination(
             self.permissions, ev.host, ev.port, dest_policy=self.dest_policy
         )
@@ -609,6 +617,8 @@ class SansioServerSession(_Engine, ServerSession):
         )
 
     def _forward(self, address: str, port: int) -> int | None:
+        from .tunnels import grant_forward
+
         sock = grant_forward(
             self.permissions,
             address,
