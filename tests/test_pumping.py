@@ -105,3 +105,13 @@ def test_the_reader_yields_after_a_burst() -> None:
         yields += reads.should_yield
     assert yields == 4
     assert not reads.should_yield
+
+
+def test_the_allocator_tuning_takes_on_glibc() -> None:
+    import platform
+
+    from wraith.memtune import tune_allocator
+
+    took = tune_allocator()
+    # This machine is Debian (glibc): the settings must take.
+    assert took == (platform.libc_ver()[0] == "glibc")

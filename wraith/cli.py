@@ -482,10 +482,14 @@ _gc_wanted = True
 
 
 def _imports_done() -> None:
-    """Start-up imports are over: the collector back on, without what they created."""
+    """Start-up imports are over: the collector back on, without what they created;
+    the allocator set up for bulk transfers (:mod:`wraith.memtune`)."""
     if _gc_wanted and not gc.isenabled():
         gc.freeze()  # the permanent generation: never scanned again
         gc.enable()
+    from .memtune import tune_allocator
+
+    tune_allocator()
 
 
 def _main(argv: Sequence[str] | None) -> int:
