@@ -42,13 +42,17 @@ class BufferPool:
         self.size = size
         self.keep = keep
         self._free: list[bytearray] = []
+        #: Buffers taken and not given back yet.
+        self.out = 0
 
     def take(self) -> bytearray:
         """A buffer of ``size`` bytes (contents undefined)."""
+        self.out += 1
         return self._free.pop() if self._free else bytearray(self.size)
 
     def give(self, buf: bytearray) -> None:
         """Return a buffer that nothing refers to any more."""
+        self.out -= 1
         if len(self._free) < self.keep and len(buf) == self.size:
             self._free.append(buf)
 

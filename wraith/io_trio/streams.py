@@ -13,6 +13,7 @@ A channel cut by a lost session is not a clean end of stream: the stream raises
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import struct
 
@@ -20,7 +21,7 @@ import trio
 
 from ..buffers import READ_BUFFERS
 from ..ssh.engine import Channel, ChannelClosed
-from .sockio import recv_into, send_views
+from .sockio import send_views
 from .wake import Notifier
 
 READ_SIZE = 256 * 1024
@@ -60,19 +61,26 @@ class ChannelStream(trio.abc.HalfCloseableStream):
             raise SessionLost("SSH session lost")
         return parts
 
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+    def send_now(self, data: bytes | bytearray | memoryview) -> int:
+        """Send what the peer's window takes right now, without waiting; bytes sent.
+
+        The bytes are copied into SSH packets before this returns.
+        """
         if self._closed:
             raise trio.ClosedResourceError("stream is closed")
-        view = memoryview(data)
         ch = self.channel
+        try:
+            return ch.write(data if isinstance(data, memoryview) else memoryview(data))
+        except ChannelClosed as e:
+            if ch.lost:
+                raise SessionLost("SSH session lost") from None
+            raise trio.BrokenResourceError(str(e)) from None
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
         while view:
             event = self._notifier.event()
-            try:
-                sent = ch.write(view)
-            except ChannelClosed as e:
-                if ch.lost:
-                    raise SessionLost("SSH session lost") from None
-                raise trio.BrokenResourceError(str(e)) from None
+            sent = self.send_now(view)
             if sent:
                 view = view[sent:]
                 await trio.lowlevel.checkpoint()
@@ -114,18 +122,32 @@ async def splice(local: trio.SocketStream, remote: ChannelStream) -> None:
         fd = local.socket.fileno()
         try:
             while True:
-                # Read into a pooled buffer; send_all copies it into SSH
-                # packets before it returns, so the buffer goes straight back.
+                # Read into a pooled buffer and hand it to the channel at once
+                # (copied into SSH packets); the buffer is back in the pool
+                # before anything waits, so idle or window-blocked
+                # connections hold none.  What the window did not take yet
+                # waits as bytes of its own.
                 buf = READ_BUFFERS.take()
+                rest = b""
                 try:
                     with memoryview(buf) as view:
-                        n = await recv_into(fd, view)
-                        if n:
-                            await remote.send_all(view[:n])
+                        try:
+                            n = os.readv(fd, [view])
+                        except BlockingIOError:
+                            n = -1
+                        if n > 0:
+                            sent = remote.send_now(view[:n])
+                            rest = bytes(view[sent:n])
                 finally:
                     READ_BUFFERS.give(buf)
-                if not n:
+                if n < 0:
+                    await trio.lowlevel.wait_readable(fd)
+                elif n == 0:
                     break
+                elif rest:
+                    await remote.send_all(rest)
+                else:
+                    await trio.lowlevel.checkpoint()
             await remote.send_eof()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             broken = True
