@@ -236,3 +236,35 @@ def test_a_busy_peer_needs_no_keepalives() -> None:
         back = p.client.data_to_send()
         assert not back  # no keepalive: the client heard from the server two seconds ago
     assert p.client.active
+
+
+def test_data_in_the_same_read_as_its_open_confirmation_is_not_lost() -> None:
+    """Channel data goes to the channel straight from the parser (no events);
+    it must still come after the confirmation that creates the channel, even
+    when both arrive in one read."""
+    p = Pair()
+    p.pump()
+    pending = p.client.open_direct_tcpip("db.internal", 80, "127.0.0.1", 5555)
+    p.server.receive_data(p.client.data_to_send(), p.now)
+    ev = p.server.next_event()
+    while not isinstance(ev, DirectTcpipRequested):
+        assert ev is not None
+        ev = p.server.next_event()
+    srv = ev.accept()
+    assert srv.write(b"hello at once") == 13
+    p.client.receive_data(p.server.data_to_send(), p.now)  # CONFIRMATION + DATA together
+    assert pending.done
+    assert pending.result().read(100) == b"hello at once"
+
+
+def test_bad_channel_data_ends_the_session_with_a_protocol_error() -> None:
+    p = Pair()
+    p.pump()
+    ch = open_channel(p)
+    # A CHANNEL_DATA for a channel the client never opened.
+    bad = bytes([94]) + (999).to_bytes(4, "big") + (3).to_bytes(4, "big") + b"abc"
+    p.server.ssh.transport.send_payload(bad)
+    p.client.receive_data(p.server.data_to_send(), p.now)
+    assert p.client.finished
+    assert ch.lost
+    assert ch.read(10) == b""

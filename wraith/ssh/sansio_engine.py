@@ -199,6 +199,12 @@ class _Engine(ByteSession):
         self._globals: dict[int, tuple[Pending[Any], int]] = {}
         self._closed_reason: str | None = None
         self._next_keepalive: float | None = None
+        ssh.set_data_receiver(self._channel_data)
+
+    def _channel_data(self, channel_id: int, data: bytes | memoryview) -> None:
+        ch = self._channels.get(channel_id)
+        if ch is not None:
+            ch.feed(data)
 
     # ByteSession ------------------------------------------------------------------
 

@@ -347,6 +347,7 @@ class Connection:
         self._events: deque[ConnectionEvent] = deque()
         self._out: list[bytes] = []
         self._data_sink: Callable[[bytes, memoryview], None] | None = None
+        self._data_receiver: Callable[[int, bytes | memoryview], None] | None = None
         self._handlers: dict[int, Callable[[bytes], None]] = {
             Msg.GLOBAL_REQUEST: self._on_global_request,
             Msg.REQUEST_SUCCESS: self._on_global_reply,
@@ -520,6 +521,11 @@ class Connection:
                 self._out.append(b"".join((head, _U32.pack(len(piece)), piece)))
         ch.peer_window -= n
         return n
+
+    def set_data_receiver(self, receiver: Callable[[int, bytes | memoryview], None] | None) -> None:
+        """Deliver the peer's channel data as ``receiver(channel_id, data)`` calls
+        instead of ``ChannelData`` events (``consume()`` still applies)."""
+        self._data_receiver = receiver
 
     def set_data_sink(self, sink: Callable[[bytes, memoryview], None] | None) -> None:
         """Send CHANNEL_DATA through ``sink(head, data)`` at once instead of queueing it.
@@ -870,7 +876,11 @@ class Connection:
             data: bytes | memoryview = payload[9:]
         else:
             data = bytes(payload[9:])
-        self._events.append(ChannelData(channel_id=local_id, data=data))
+        receiver = self._data_receiver
+        if receiver is not None:
+            receiver(local_id, data)
+        else:
+            self._events.append(ChannelData(channel_id=local_id, data=data))
 
     def _on_extended_data(self, payload: bytes) -> None:
         r = Reader(payload, 1)

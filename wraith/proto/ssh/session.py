@@ -20,6 +20,7 @@ so the caller's loop has one exit.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +89,7 @@ class SSHSession:
         self.connection: Connection | None = None
         self._events: deque[Event] = deque()
         self._ended: SessionEnded | None = None
+        self._data_receiver: Callable[[int, bytes | memoryview], None] | None = None
 
     # -- the caller's side -------------------------------------------------------
 
@@ -176,6 +178,8 @@ class SSHSession:
                 self._end(exc.msg, by_peer=False)
                 continue
             if tev is NEED_DATA:
+                if self._events:  # a data payload ended the session (see _route_data)
+                    continue
                 return NEED_DATA
             if isinstance(tev, te.PayloadReceived):
                 self._route(tev)
@@ -240,6 +244,27 @@ class SSHSession:
             role = ConnectionRole.SERVER if self.role is Role.SERVER else ConnectionRole.CLIENT
             self.connection = Connection(role, **self._connection_kwargs)
             self.connection.set_data_sink(self._send_data_now)
+            if self._data_receiver is not None:
+                self.connection.set_data_receiver(self._data_receiver)
+                self.transport.set_data_handler(self._route_data)
+
+    def set_data_receiver(self, receiver: Callable[[int, bytes | memoryview], None]) -> None:
+        """Deliver channel data as ``receiver(channel_id, data)`` calls, straight
+        from the parser, instead of ``ChannelData`` events (the hot path: no
+        event objects per packet).  Events keep their order around it: data
+        is parsed only after every earlier event was returned."""
+        self._data_receiver = receiver
+        if self.connection is not None:
+            self.connection.set_data_receiver(receiver)
+            self.transport.set_data_handler(self._route_data)
+
+    def _route_data(self, payload: bytes | memoryview) -> None:
+        connection = self.connection
+        assert connection is not None
+        try:
+            connection.receive_payload(payload)
+        except RemoteProtocolError as exc:
+            self._fail(exc)
 
     def _send_data_now(self, head: bytes, data: memoryview) -> None:
         """CHANNEL_DATA straight into the transport: framed from the caller's

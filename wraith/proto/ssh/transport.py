@@ -285,6 +285,7 @@ class Transport:
         self._reader = PacketReader(max_packet)
         self._writer = PacketWriter(rng)
         self._out: list[bytes | bytearray] = []
+        self._data_handler: Callable[[bytes | memoryview], None] | None = None
         self._out_bytes = 0
         self._queue: list[bytes] = []
         self._queue_bytes = 0
@@ -383,6 +384,16 @@ class Transport:
         elif self._state in _LIVE:
             # Terminal states drop input: nothing will ever parse it.
             self._reader.feed(data)
+
+    def set_data_handler(self, handler: Callable[[bytes | memoryview], None] | None) -> None:
+        """Hand CHANNEL_DATA payloads to ``handler`` as they are parsed, instead of
+        returning a ``PayloadReceived`` for each (the bulk of a busy session).
+
+        ``next_event()`` then goes on parsing after each one, so the handler
+        must finish with the payload (and anything it causes) before it
+        returns; if it ends the connection, parsing stops there.
+        """
+        self._data_handler = handler
 
     def get_buffer(self, size: int) -> memoryview:
         """Room for up to ``size`` bytes from the peer, for ``recv_into``; no copy.
@@ -643,6 +654,9 @@ class Transport:
                 ):
                     if reader.bytes_read - self._mark_in >= self._rekey_bytes:
                         self._maybe_rekey()
+                    if msg == Msg.CHANNEL_DATA and self._data_handler is not None:
+                        self._data_handler(payload)  # no event object per data packet
+                        continue
                     return PayloadReceived(payload=payload, seq=seq)
                 raise TransportError(f"message {msg} is not allowed during key exchange")
             if state is TransportState.KEX_INITIAL and seq == 0xFFFFFFFF:
