@@ -308,7 +308,11 @@ class Bench:
 
     def spawn(self, args: list[str]) -> subprocess.Popen[bytes]:
         p = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_pin_tunnel if PIN else None,
         )
         self.procs.append(p)
         return p
@@ -509,6 +513,27 @@ class Bench:
                 p.kill()
 
 
+#: ``--pin``: (the CPU every tunnel process runs on, the CPU of the bench and its
+#: endpoint), or None.
+PIN: tuple[int, int] | None = None
+
+
+def set_pin() -> tuple[int, int]:
+    """Pin the tunnels to one CPU and this process (and the endpoint) to another."""
+    global PIN
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--pin needs at least two CPUs")
+    PIN = (cpus[0], cpus[1])
+    os.sched_setaffinity(0, {PIN[1]})
+    return PIN
+
+
+def _pin_tunnel() -> None:
+    assert PIN is not None
+    os.sched_setaffinity(0, {PIN[0]})
+
+
 def run(
     size_mb: int,
     rounds: int,
@@ -578,7 +603,8 @@ def run(
             "rounds": rounds,
             "ciphers": list(ciphers),
             "tls": stunnel_version() if tls else None,
-            "machine": f"{os.cpu_count()} cores, {sys.version.split()[0]}",
+            "machine": f"{os.cpu_count()} cores, {sys.version.split()[0]}"
+            + (", each tunnel's two ends pinned to ONE core (--pin)" if PIN else ""),
             "results": {},
         }
         for name, per in results.items():
@@ -643,12 +669,22 @@ def main() -> int:
         help="also measure SSH inside TLS: Wraith's tls:// (Sans-IO, aes128-gcm) against "
         "OpenSSH through stunnel4 (default: on)",
     )
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="run every tunnel's client and server on one CPU and the bench and its "
+        "sink/source on another: each row then shows how much one core moves, "
+        "which depends far less on what else the machine is doing",
+    )
     p.add_argument("--json", metavar="FILE", help="also write the table as JSON")
     p.add_argument("--endpoint", metavar="PORTFILE", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.endpoint:
         _serve_endpoint(args.endpoint)
         return 0
+    if args.pin:
+        tunnel_cpu, bench_cpu = set_pin()  # the endpoint inherits the bench's CPU
+        print(f"pinned: tunnels on CPU {tunnel_cpu}, bench on CPU {bench_cpu}", file=sys.stderr)
     table = run(
         args.size,
         args.rounds,

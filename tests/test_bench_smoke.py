@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from helpers import clean_env
@@ -56,6 +58,60 @@ def test_bench_smoke(tmp_path: Path) -> None:
             assert row[direction]["median_mbps"] > 0
     assert "x OpenSSH" in out.stdout
     assert "relative to openssh/tls" in out.stdout
+
+
+def test_bench_pinned(tmp_path: Path) -> None:
+    """``--pin``: the tunnels run on one CPU, the bench on another (checked on
+    the running processes' affinity), and the table says so."""
+    out_json = tmp_path / "bench.json"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "throughput.py"),
+            "--pin",
+            "--size",
+            "64",
+            "--rounds",
+            "2",
+            "--backends",
+            "trio",
+            "--engines",
+            "sansio",
+            "--ciphers",
+            "aes128-gcm@openssh.com",
+            "--no-tls",
+            "--json",
+            str(out_json),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+        cwd=ROOT,
+    )
+    seen: dict[str, set[int]] = {}
+    try:
+        # While it runs: the affinity of the bench and of a Wraith process it started.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None and "wraith" not in seen:
+            seen["bench"] = os.sched_getaffinity(proc.pid)
+            for child in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split():
+                cmd = Path(f"/proc/{child}/cmdline").read_bytes()
+                if b"wraith" in cmd and b"serve" in cmd:
+                    seen["wraith"] = os.sched_getaffinity(int(child))
+            time.sleep(0.05)
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert len(seen["bench"]) == 1 and len(seen["wraith"]) == 1
+    assert seen["bench"] != seen["wraith"]
+    table = json.loads(out_json.read_text())
+    assert set(table["results"]) == {"openssh", "wraith-trio-sansio"}
+    assert "pinned to ONE core" in table["machine"]
+    assert all(table["results"][n]["up"]["median_mbps"] > 0 for n in table["results"])
+    assert "pinned" in out
 
 
 #: Every row of bench/suite.py's table with its default backends (trio, asyncio).
