@@ -1,8 +1,10 @@
 """The trio splice's pooled read buffers: held only while a read is handed on.
 
-The pool is the trio driver's (its splice reads sockets into pooled buffers);
-the asyncio driver reads through ``StreamReader`` and has no pool, so this
-runs on trio only.
+The pool is the trio driver's: its splice reads a socket into a pooled buffer
+for channels that cannot take a read straight into their packets (the
+paramiko engine's; the Sans-IO engine's channels have ``write_into``).  The
+asyncio driver reads through ``StreamReader`` and has no pool, so this runs
+on trio with the paramiko engine.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import trio
 from conftest import Keys
-from helpers import CURRENT, EchoServer
+from helpers import EchoServer
 
 from wraith.buffers import READ_BUFFERS, BufferPool, drop_sent
 from wraith.options import ConnectOptions, ServeOptions
@@ -44,7 +46,7 @@ async def _idle_streams(tmp_path: Path, keys: Keys, echo_port: int) -> tuple[int
     from wraith.io_trio import connect, serve
 
     opts = ServeOptions(
-        engine=CURRENT.engine,
+        engine="paramiko",
         listen=["tcp://127.0.0.1:0"],
         authorized_keys=keys.authorized_keys.read_bytes(),
         state_dir=tmp_path / "state",
@@ -54,7 +56,7 @@ async def _idle_streams(tmp_path: Path, keys: Keys, echo_port: int) -> tuple[int
         copts = ConnectOptions(
             target=f"127.0.0.1:{server.addresses[0][1]}",
             identity=keys.client.read_text(),
-            engine=CURRENT.engine,
+            engine="paramiko",
             host_key_fingerprints=[fp],
         )
         async with connect(copts) as client:

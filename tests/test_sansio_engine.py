@@ -268,3 +268,52 @@ def test_bad_channel_data_ends_the_session_with_a_protocol_error() -> None:
     assert p.client.finished
     assert ch.lost
     assert ch.read(10) == b""
+
+
+def test_write_into_reads_straight_into_packets_and_stops_at_the_window() -> None:
+    """Channel.write_into: the bytes fill() writes travel in one packet each,
+    exactly as written; -1 (fill not called) once the window is used up;
+    fill's 0 (a socket's EOF) sends nothing."""
+    p = Pair()
+    p.pump()
+    ch = open_channel(p)
+    (srv,) = p.server_channels
+    assert ch.supports_write_into
+    source = bytes(range(256)) * 4096  # 1 MiB
+    pos = 0
+    calls = 0
+
+    def fill(view: memoryview) -> int:
+        nonlocal pos, calls
+        calls += 1
+        n = min(len(view), len(source) - pos, 100_000)
+        view[:n] = source[pos : pos + n]
+        pos += n
+        return n
+
+    sent = 0
+    while sent < se.WINDOW:
+        n = ch.write_into(fill)
+        if n <= 0:
+            break
+        assert n <= se.MAX_PACKET
+        sent += n
+        if pos == len(source):
+            pos = 0
+    before = calls
+    assert ch.write_into(fill) == -1  # window used up: fill is not even called
+    assert calls == before
+    p.pump()
+    got = b""
+    while (chunk := srv.read(se.WINDOW)) and len(got) < sent:
+        got += chunk
+    assert len(got) == sent == se.WINDOW
+    assert got == (source * 3)[: len(got)]
+    p.pump()  # the reads reopened the window
+    assert ch.write_into(lambda view: 0) == 0  # EOF on the socket: nothing sent
+    p.pump()
+    assert srv.read(10) is None  # no data, and not EOF either
+    with pytest.raises(BlockingIOError):  # fill's errors reach the caller, nothing sent
+        ch.write_into(lambda view: (_ for _ in ()).throw(BlockingIOError()))
+    p.pump()
+    assert srv.read(10) is None

@@ -1153,3 +1153,39 @@ def test_a_late_window_adjust_for_a_freed_channel_is_ignored() -> None:
     conn2, _ = server_with_channel()
     with pytest.raises(RemoteProtocolError, match="unknown channel 99"):
         conn2.receive_payload(message(Msg.CHANNEL_WINDOW_ADJUST, uint32(99), uint32(1)))
+
+
+def test_send_data_into_fills_one_message_within_window_and_packet() -> None:
+    """Without a filler the bytes go through a buffer of their own; the
+    message is exactly what send_data would send for the same bytes."""
+    conn = Connection(Role.SERVER)
+    conn.receive_payload(open_payload(sender=3, window=2500, max_packet=1000))
+    [request] = events(conn)
+    assert isinstance(request, ChannelOpenRequest)
+    cid = request.channel_id
+    conn.accept_open(cid)
+    conn.payloads_to_send()
+    rooms: list[int] = []
+
+    def fill(view: memoryview) -> int:
+        rooms.append(len(view))
+        n = min(len(view), 700)
+        view[:n] = b"x" * n
+        return n
+
+    assert conn.send_data_into(cid, fill) == 700
+    assert conn.payloads_to_send() == [message(Msg.CHANNEL_DATA, uint32(3), string(b"x" * 700))]
+    assert rooms == [1000]  # the peer's max packet
+    assert conn.send_data_into(cid, fill) == 700
+    assert conn.send_data_into(cid, fill) == 700
+    assert conn.send_window(cid) == 400
+    assert conn.send_data_into(cid, lambda v: (rooms.append(len(v)), 0)[1]) == 0
+    assert rooms[-1] == 400  # offered the rest of the window; 0 sends nothing
+    assert len(conn.payloads_to_send()) == 2
+    assert conn.send_data_into(cid, fill) == 400
+    conn.payloads_to_send()
+    calls = len(rooms)
+    assert conn.send_data_into(cid, fill) == -1  # window closed: fill never called
+    assert len(rooms) == calls
+    with pytest.raises(LocalProtocolError):
+        conn.send_data_into(cid + 1, fill)  # no such channel

@@ -61,6 +61,32 @@ class ChannelStream(trio.abc.HalfCloseableStream):
             raise SessionLost("SSH session lost")
         return parts
 
+    async def send_from(self, fd: int) -> int:
+        """Read from the socket ``fd`` straight into the next SSH packet (Sans-IO
+        channels) and send it; returns the bytes moved, 0 at the socket's EOF.
+        Waits while the socket has nothing or the peer's window is closed."""
+        ch = self.channel
+
+        def fill(view: memoryview) -> int:
+            return os.readv(fd, [view])
+
+        while True:
+            if self._closed:
+                raise trio.ClosedResourceError("stream is closed")
+            event = self._notifier.event()
+            try:
+                n = ch.write_into(fill)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(fd)
+                continue
+            except ChannelClosed as e:
+                if ch.lost:
+                    raise SessionLost("SSH session lost") from None
+                raise trio.BrokenResourceError(str(e)) from None
+            if n >= 0:
+                return n
+            await event.wait()  # the peer's window is full
+
     def send_now(self, data: bytes | bytearray | memoryview) -> int:
         """Send what the peer's window takes right now, without waiting; bytes sent.
 
@@ -121,6 +147,12 @@ async def splice(local: trio.SocketStream, remote: ChannelStream) -> None:
         nonlocal broken
         fd = local.socket.fileno()
         try:
+            if remote.channel.supports_write_into:
+                # Each socket read lands in the SSH packet that carries it.
+                while await remote.send_from(fd):
+                    await trio.lowlevel.checkpoint()
+                await remote.send_eof()
+                return
             while True:
                 # Read into a pooled buffer and hand it to the channel at once
                 # (copied into SSH packets); the buffer is back in the pool

@@ -184,6 +184,16 @@ class Channel(ABC):
     @abstractmethod
     def write(self, data: bytes | memoryview) -> int: ...
 
+    #: Whether :meth:`write_into` is available (the Sans-IO engine's channels).
+    supports_write_into = False
+
+    def write_into(self, fill: Callable[[memoryview], int]) -> int:
+        """Send what ``fill(view)`` writes into ``view`` (a socket read, say)
+        straight from the outgoing packet; returns ``fill``'s count (0 or less:
+        nothing sent), or -1 without calling ``fill`` while the peer's window
+        is closed (wait for a wake-up).  Only if :attr:`supports_write_into`."""
+        raise NotImplementedError
+
     @abstractmethod
     def write_eof(self) -> None: ...
 

@@ -25,6 +25,7 @@ import logging
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -153,6 +154,13 @@ class SansioChannel(Channel):
         if self._lost or self.remote_closed or self.local_closed:
             raise ChannelClosed("channel is closed")
         return self._engine.send_data(self.id, data)
+
+    supports_write_into = True
+
+    def write_into(self, fill: Callable[[memoryview], int]) -> int:
+        if self._lost or self.remote_closed or self.local_closed:
+            raise ChannelClosed("channel is closed")
+        return self._engine.send_data_into(self.id, fill)
 
     def write_eof(self) -> None:
         if not (self._lost or self.remote_closed or self.local_closed):
@@ -313,6 +321,18 @@ class _Engine(ByteSession):
         except LocalProtocolError as e:
             raise ChannelClosed(e.msg) from None
         if n:
+            self.output_changed()
+        return n
+
+    def send_data_into(self, channel_id: int, fill: Callable[[memoryview], int]) -> int:
+        conn = self.ssh.connection
+        if conn is None or self.ssh.ended:
+            raise ChannelClosed("session closed")
+        try:
+            n = conn.send_data_into(channel_id, fill)
+        except LocalProtocolError as e:
+            raise ChannelClosed(e.msg) from None
+        if n > 0:
             self.output_changed()
         return n
 

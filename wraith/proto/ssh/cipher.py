@@ -450,6 +450,49 @@ class PacketWriter:
         self._pool_pos += n
         return out
 
+    def write_into(
+        self, head: bytes, room: int, fill: Callable[[memoryview], int]
+    ) -> tuple[bytes | bytearray | None, int]:
+        """One packet whose payload is ``head`` then what ``fill(view)`` writes
+        into ``view`` (at most ``room`` bytes, straight into the packet being
+        framed: no copy); ``fill`` returns how many.  Returns the wire bytes
+        and that count; nothing is framed when it is 0 or less (and nothing
+        if ``fill`` raises).
+        """
+        cipher = self.cipher
+        bs = cipher.block_size
+        k = len(head)
+        start = 5 + k
+        scratch = self._scratch
+        worst = start + room + 2 * bs + 16
+        if len(scratch) < worst:
+            scratch.extend(bytes(worst - len(scratch)))
+        with memoryview(scratch) as view:
+            got = fill(view[start : start + room])
+        if not 0 < got <= room:
+            if got > room:
+                raise LocalProtocolError(f"fill() wrote {got} bytes into room for {room}")
+            return None, got
+        n = k + got
+        unpadded = 1 + n + (4 if cipher.length_in_alignment else 0)
+        padding = bs - unpadded % bs
+        if padding < 4:
+            padding += bs
+        if 4 + 1 + n + padding < 16:
+            padding += bs
+        length = 1 + n + padding
+        size = 4 + length
+        _U32.pack_into(scratch, 0, length)
+        scratch[4] = padding
+        scratch[5:start] = head
+        scratch[5 + n : size] = self._padding(padding)
+        seq = self.seq
+        with memoryview(scratch) as view:
+            wire = cipher.seal(seq, view[:size])
+        self.seq = (seq + 1) & _SEQ_MASK
+        self.bytes_written += len(wire)
+        return wire, got
+
     def write(
         self, payload: bytes | bytearray | memoryview, tail: bytes | bytearray | memoryview = b""
     ) -> bytes | bytearray:

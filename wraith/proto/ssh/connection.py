@@ -348,6 +348,7 @@ class Connection:
         self._out: list[bytes] = []
         self._data_sink: Callable[[bytes, memoryview], None] | None = None
         self._data_receiver: Callable[[int, bytes | memoryview], None] | None = None
+        self._data_filler: Callable[[bytes, int, Callable[[memoryview], int]], int] | None = None
         self._handlers: dict[int, Callable[[bytes], None]] = {
             Msg.GLOBAL_REQUEST: self._on_global_request,
             Msg.REQUEST_SUCCESS: self._on_global_reply,
@@ -521,6 +522,46 @@ class Connection:
                 self._out.append(b"".join((head, _U32.pack(len(piece)), piece)))
         ch.peer_window -= n
         return n
+
+    def send_data_into(self, channel_id: int, fill: Callable[[memoryview], int]) -> int:
+        """Send one CHANNEL_DATA whose bytes ``fill(view)`` writes into ``view``
+        (as much as the peer's window and packet size allow right now) and
+        returns the count of: a socket read can land in the outgoing packet.
+
+        Returns ``fill``'s count (0 or less: nothing was sent), or -1 without
+        calling ``fill`` when the window is closed (wait for
+        ``WindowAdjusted``).  Without a filler (``set_data_filler``) the bytes
+        are collected in a buffer of their own first.
+        """
+        ch = self._local_check(channel_id, _Ch.SEND_DATA)
+        room = min(ch.peer_window, ch.peer_max_packet, self._max_send_packet)
+        if room <= 0:
+            ch.blocked = True
+            return -1
+        head = bytes((Msg.CHANNEL_DATA,)) + ch.peer_id_bytes
+        filler = self._data_filler
+        if filler is not None:
+            got = filler(head, room, fill)
+        else:
+            buf = bytearray(room)
+            with memoryview(buf) as view:
+                got = fill(view)
+            if got > 0:
+                self._out.append(head + _U32.pack(got) + bytes(buf[:got]))
+        if got > room:
+            raise LocalProtocolError(f"fill() wrote {got} bytes into room for {room}")
+        if got > 0:
+            ch.peer_window -= got
+        return got
+
+    def set_data_filler(
+        self, filler: Callable[[bytes, int, Callable[[memoryview], int]], int] | None
+    ) -> None:
+        """How ``send_data_into`` frames: ``filler(head, room, fill)`` sends one
+        message of ``head``, a uint32 length and ``fill``'s bytes, at once, and
+        returns ``fill``'s count.  It must first send what
+        ``payloads_to_send()`` holds, so that messages keep their order."""
+        self._data_filler = filler
 
     def set_data_receiver(self, receiver: Callable[[int, bytes | memoryview], None] | None) -> None:
         """Deliver the peer's channel data as ``receiver(channel_id, data)`` calls

@@ -19,6 +19,7 @@ so the caller's loop has one exit.
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from .constants import DisconnectReason
 from .events_common import NEED_DATA, NeedData, disconnect_reason
 from .transport import Role, Transport, TransportState
 from .userauth import ClientAuth, ServerAuth
+
+_U32 = struct.Struct(">I")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -244,9 +247,31 @@ class SSHSession:
             role = ConnectionRole.SERVER if self.role is Role.SERVER else ConnectionRole.CLIENT
             self.connection = Connection(role, **self._connection_kwargs)
             self.connection.set_data_sink(self._send_data_now)
+            self.connection.set_data_filler(self._fill_data_now)
             if self._data_receiver is not None:
                 self.connection.set_data_receiver(self._data_receiver)
                 self.transport.set_data_handler(self._route_data)
+
+    def _fill_data_now(self, head: bytes, room: int, fill: Callable[[memoryview], int]) -> int:
+        """CHANNEL_DATA whose bytes are read straight into the outgoing packet.
+        What the layers queued before goes first."""
+        self._flush()
+        if self._ended is not None or self.transport.state not in _SENDING:
+            return 0  # the session is over: nothing is read, nothing sent
+        length = _U32.size
+
+        # The head and the uint32 length, whose value is known only after
+        # fill(): the transport's writer frames head + length + data; here the
+        # length travels as part of the filled bytes.
+        def fill_with_length(view: memoryview) -> int:
+            got = fill(view[length:])
+            if got > 0:
+                _U32.pack_into(view, 0, got)
+                return got + length
+            return got
+
+        got = self.transport.send_payload_into(head, room + length, fill_with_length)
+        return got - length if got > 0 else got
 
     def set_data_receiver(self, receiver: Callable[[int, bytes | memoryview], None]) -> None:
         """Deliver channel data as ``receiver(channel_id, data)`` calls, straight

@@ -495,6 +495,36 @@ class Transport:
         if self._writer.bytes_written - self._mark_out >= self._rekey_bytes:
             self._maybe_rekey()
 
+    def send_payload_into(self, head: bytes, room: int, fill: Callable[[memoryview], int]) -> int:
+        """Send ``head`` plus what ``fill(view)`` writes (at most ``room`` bytes)
+        as one message, the bytes written straight into the packet; returns
+        ``fill``'s count (nothing is sent when it is 0 or less).  During a
+        re-exchange the bytes are collected in a buffer of their own and wait."""
+        state = self._state
+        if state is not TransportState.OPEN and state is not TransportState.REKEY:
+            raise LocalProtocolError(f"cannot send payloads in state {state.name}")
+        if not head or head[0] < 50:
+            raise LocalProtocolError("send_payload_into() takes message numbers 50+ only")
+        if len(head) + room > MAX_SEND_PAYLOAD:
+            raise LocalProtocolError(
+                f"payload of {len(head) + room} bytes exceeds {MAX_SEND_PAYLOAD}"
+            )
+        if self._send_blocked:
+            buf = bytearray(room)
+            with memoryview(buf) as view:
+                got = fill(view)
+            if got > 0:
+                self._queue.append(head + bytes(buf[:got]))
+                self._queue_bytes += len(head) + got
+            return got
+        wire, got = self._writer.write_into(head, room, fill)
+        if wire is not None:
+            self._out.append(wire)
+            self._out_bytes += len(wire)
+            if self._writer.bytes_written - self._mark_out >= self._rekey_bytes:
+                self._maybe_rekey()
+        return got
+
     def send_unimplemented(self, seq: int) -> None:
         """Answer the peer's packet ``seq`` (from ``PayloadReceived.seq``) with UNIMPLEMENTED."""
         if self._state not in _LIVE:
