@@ -61,15 +61,17 @@ class ChannelStream(trio.abc.HalfCloseableStream):
             raise SessionLost("SSH session lost")
         return parts
 
-    async def send_from(self, fd: int) -> int:
-        """Read from the socket ``fd`` straight into the next SSH packet (Sans-IO
-        channels) and send it; returns the bytes moved, 0 at the socket's EOF.
-        Waits while the socket has nothing or the peer's window is closed."""
+    async def send_from(self, fd: int, limit: int = READ_SIZE) -> int:
+        """Read from the socket ``fd`` straight into SSH packets (Sans-IO
+        channels) and send them, up to ``limit`` bytes while the socket has
+        data; returns the bytes moved, 0 at the socket's EOF.  Waits only
+        while the socket has nothing yet or the peer's window is closed."""
         ch = self.channel
 
         def fill(view: memoryview) -> int:
             return os.readv(fd, [view])
 
+        moved = 0
         while True:
             if self._closed:
                 raise trio.ClosedResourceError("stream is closed")
@@ -77,14 +79,23 @@ class ChannelStream(trio.abc.HalfCloseableStream):
             try:
                 n = ch.write_into(fill)
             except BlockingIOError:
+                if moved:
+                    return moved
                 await trio.lowlevel.wait_readable(fd)
                 continue
             except ChannelClosed as e:
                 if ch.lost:
                     raise SessionLost("SSH session lost") from None
                 raise trio.BrokenResourceError(str(e)) from None
-            if n >= 0:
-                return n
+            if n > 0:
+                moved += n
+                if moved < limit:
+                    continue  # another packet while the socket has more
+                return moved
+            if n == 0:
+                return moved  # EOF (reported next time if bytes came first)
+            if moved:
+                return moved
             await event.wait()  # the peer's window is full
 
     def send_now(self, data: bytes | bytearray | memoryview) -> int:
