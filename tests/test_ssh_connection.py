@@ -324,14 +324,20 @@ def test_peer_may_not_reuse_a_live_channel_id() -> None:
 # --- windows and data -----------------------------------------------------------------
 
 
-def test_send_never_exceeds_the_peers_window_or_max_packet() -> None:
+def small_channel() -> tuple[Connection, int]:
+    """A server with one confirmed channel whose peer gave a 2500-byte window
+    and a 1000-byte maximum packet."""
     conn = Connection(Role.SERVER)
     conn.receive_payload(open_payload(sender=3, window=2500, max_packet=1000))
     [request] = events(conn)
     assert isinstance(request, ChannelOpenRequest)
-    cid = request.channel_id
-    conn.accept_open(cid)
+    conn.accept_open(request.channel_id)
     conn.payloads_to_send()
+    return conn, request.channel_id
+
+
+def test_send_never_exceeds_the_peers_window_or_max_packet() -> None:
+    conn, cid = small_channel()
     assert conn.send_window(cid) == 2500
     assert conn.send_data(cid, bytes(3000)) == 2500
     sizes = [len(Reader(p, 5).string()) for p in conn.payloads_to_send()]
@@ -1158,13 +1164,7 @@ def test_a_late_window_adjust_for_a_freed_channel_is_ignored() -> None:
 def test_send_data_into_fills_one_message_within_window_and_packet() -> None:
     """Without a filler the bytes go through a buffer of their own; the
     message is exactly what send_data would send for the same bytes."""
-    conn = Connection(Role.SERVER)
-    conn.receive_payload(open_payload(sender=3, window=2500, max_packet=1000))
-    [request] = events(conn)
-    assert isinstance(request, ChannelOpenRequest)
-    cid = request.channel_id
-    conn.accept_open(cid)
-    conn.payloads_to_send()
+    conn, cid = small_channel()
     rooms: list[int] = []
 
     def fill(view: memoryview) -> int:

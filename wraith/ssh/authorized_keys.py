@@ -39,7 +39,7 @@ from wraith.ssh.keys import (
     is_ed25519_blob,
     read_source,
 )
-from wraith.ssh.patterns import glob_match, match_pattern_list
+from wraith.ssh.patterns import glob_match, match_pattern_list, split_negations
 
 __all__ = [
     "DEFAULT_AUTHORIZED_KEYS",
@@ -139,13 +139,7 @@ def match_host_patterns(patterns: Sequence[str], ip: str, hostname: str | None =
     if hostname:
         names.append(hostname.rstrip("."))
     positive = False
-    for raw in patterns:
-        pat = raw.strip()
-        negated = pat.startswith("!")
-        if negated:
-            pat = pat[1:]
-        if not pat:
-            continue
+    for negated, pat in split_negations(patterns):
         if "/" in pat:
             try:
                 net = ipaddress.ip_network(pat, strict=False)

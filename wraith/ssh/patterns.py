@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 __all__ = ["glob_match", "match_pattern_list"]
 
@@ -33,13 +33,20 @@ def match_pattern_list(name: str, patterns: Sequence[str]) -> bool:
     True.
     """
     positive = False
+    for negated, pat in split_negations(patterns):
+        if glob_match(pat, name):
+            if negated:
+                return False
+            positive = True
+    return positive
+
+
+def split_negations(patterns: Sequence[str]) -> Iterator[tuple[bool, str]]:
+    """``(negated, pattern)`` for each non-empty entry: a leading ``!`` negates."""
     for raw in patterns:
         pat = raw.strip()
         negated = pat.startswith("!")
         if negated:
             pat = pat[1:]
-        if pat and glob_match(pat, name):
-            if negated:
-                return False
-            positive = True
-    return positive
+        if pat:
+            yield negated, pat

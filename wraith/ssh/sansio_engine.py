@@ -35,6 +35,7 @@ from ..proto.errors import LocalProtocolError
 from ..proto.ssh import connection_events as ce
 from ..proto.ssh import transport_events as te
 from ..proto.ssh import userauth_events as ue
+from ..proto.ssh.connection import Connection
 from ..proto.ssh.constants import DisconnectReason
 from ..proto.ssh.events_common import NEED_DATA
 from ..proto.ssh.session import SessionEnded, SSHSession
@@ -313,23 +314,18 @@ class _Engine(ByteSession):
             self.output_maybe_changed()
 
     def send_data(self, channel_id: int, data: bytes | memoryview) -> int:
-        conn = self.ssh.connection
-        if conn is None or self.ssh.ended:
-            raise ChannelClosed("session closed")
-        try:
-            n = conn.send_data(channel_id, data)
-        except LocalProtocolError as e:
-            raise ChannelClosed(e.msg) from None
-        if n:
-            self.output_changed()
-        return n
+        return self._send(lambda conn: conn.send_data(channel_id, data))
 
     def send_data_into(self, channel_id: int, fill: Callable[[memoryview], int]) -> int:
+        return self._send(lambda conn: conn.send_data_into(channel_id, fill))
+
+    def _send(self, op: Callable[[Connection], int]) -> int:
+        """Run a channel write; ``ChannelClosed`` if the session or channel is over."""
         conn = self.ssh.connection
         if conn is None or self.ssh.ended:
             raise ChannelClosed("session closed")
         try:
-            n = conn.send_data_into(channel_id, fill)
+            n = op(conn)
         except LocalProtocolError as e:
             raise ChannelClosed(e.msg) from None
         if n > 0:

@@ -459,12 +459,10 @@ class PacketWriter:
         and that count; nothing is framed when it is 0 or less (and nothing
         if ``fill`` raises).
         """
-        cipher = self.cipher
-        bs = cipher.block_size
         k = len(head)
         start = 5 + k
         scratch = self._scratch
-        worst = start + room + 2 * bs + 16
+        worst = start + room + 2 * self.cipher.block_size + 16
         if len(scratch) < worst:
             scratch.extend(bytes(worst - len(scratch)))
         with memoryview(scratch) as view:
@@ -473,25 +471,8 @@ class PacketWriter:
             if got > room:
                 raise LocalProtocolError(f"fill() wrote {got} bytes into room for {room}")
             return None, got
-        n = k + got
-        unpadded = 1 + n + (4 if cipher.length_in_alignment else 0)
-        padding = bs - unpadded % bs
-        if padding < 4:
-            padding += bs
-        if 4 + 1 + n + padding < 16:
-            padding += bs
-        length = 1 + n + padding
-        size = 4 + length
-        _U32.pack_into(scratch, 0, length)
-        scratch[4] = padding
         scratch[5:start] = head
-        scratch[5 + n : size] = self._padding(padding)
-        seq = self.seq
-        with memoryview(scratch) as view:
-            wire = cipher.seal(seq, view[:size])
-        self.seq = (seq + 1) & _SEQ_MASK
-        self.bytes_written += len(wire)
-        return wire, got
+        return self._seal(k + got), got
 
     def write(
         self, payload: bytes | bytearray | memoryview, tail: bytes | bytearray | memoryview = b""
@@ -501,10 +482,21 @@ class PacketWriter:
         Passing a message's head and its data separately spares joining them
         first: both are copied once, into the packet being framed.
         """
-        cipher = self.cipher
-        bs = cipher.block_size
         k = len(payload)
         n = k + len(tail)
+        scratch = self._scratch
+        worst = 5 + n + 2 * self.cipher.block_size + 16
+        if len(scratch) < worst:
+            scratch.extend(bytes(worst - len(scratch)))
+        scratch[5 : 5 + k] = payload
+        if tail:
+            scratch[5 + k : 5 + n] = tail
+        return self._seal(n)
+
+    def _seal(self, n: int) -> bytes | bytearray:
+        """Frame, pad and protect the ``n`` payload bytes at ``scratch[5:]``."""
+        cipher = self.cipher
+        bs = cipher.block_size
         unpadded = 1 + n + (4 if cipher.length_in_alignment else 0)
         padding = bs - unpadded % bs
         if padding < 4:
@@ -514,13 +506,8 @@ class PacketWriter:
         length = 1 + n + padding
         size = 4 + length
         scratch = self._scratch
-        if len(scratch) < size:
-            scratch.extend(bytes(size - len(scratch)))
         _U32.pack_into(scratch, 0, length)
         scratch[4] = padding
-        scratch[5 : 5 + k] = payload
-        if tail:
-            scratch[5 + k : 5 + n] = tail
         scratch[5 + n : size] = self._padding(padding)
         seq = self.seq
         with memoryview(scratch) as view:
