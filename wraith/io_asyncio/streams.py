@@ -20,6 +20,7 @@ import struct
 from collections import deque
 from typing import Any
 
+from ..buffers import READ_BUFFERS
 from ..ssh.engine import Channel, ChannelClosed
 from .wake import Notifier
 
@@ -277,29 +278,189 @@ async def _from_channel(channel: Channel, writer: asyncio.StreamWriter, notifier
         writer.write_eof()
 
 
-async def splice(
-    local: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-    remote: tuple[asyncio.StreamReader, asyncio.StreamWriter] | Channel,
-    first: bytes = b"",
-) -> None:
-    """Copy both ways until both ends are done; reset ``local`` if the tunnel broke.
+class _LocalLink(asyncio.BufferedProtocol):
+    """A tunnel's local socket once its streams are done with: what it reads
+    goes into the channel in the loop's read callback (through a pooled
+    buffer, copied once into SSH packets), and writes to it have their own
+    flow control.  What the peer's window does not take at once waits in
+    ``rest`` with reading paused until the upstream task sent it."""
 
-    ``remote`` is a stream pair or, for a tunnel, the engine channel itself:
-    its chunks then go to the socket with no stream buffer in between, and
-    ``first`` (bytes the client sent early, say after its SOCKS request) goes
-    to the channel before anything read from ``local``.
-    """
-    lr, lw = local
-    if isinstance(remote, Channel):
-        notifier = Notifier()
-        remote.set_waker(notifier.wake)
-        up = asyncio.ensure_future(_to_channel(lr, remote, notifier, first))
-        down = asyncio.ensure_future(_from_channel(remote, lw, notifier))
-    else:
-        if first:
-            remote[1].write(first)
-        up = asyncio.ensure_future(_copy(lr, remote[1]))
-        down = asyncio.ensure_future(_copy(remote[0], lw))
+    def __init__(self, channel: Channel, notifier: Notifier) -> None:
+        self.channel = channel
+        self._wake = notifier.wake
+        self.transport: asyncio.Transport | None = None
+        self.rest = b""
+        self.eof = False
+        self.error: BaseException | None = None
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.can_write = asyncio.Event()
+        self.can_write.set()
+        self._buf: bytearray | None = None
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._buf is None:
+            self._buf = READ_BUFFERS.take()
+        return memoryview(self._buf)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        buf, self._buf = self._buf, None
+        assert buf is not None and self.transport is not None
+        try:
+            with memoryview(buf) as view:
+                try:
+                    sent = self.channel.write(view[:nbytes])
+                except ChannelClosed:
+                    self.error = SessionLost("SSH session lost")
+                    self.transport.pause_reading()
+                    self._wake()
+                    return
+                if sent < nbytes:
+                    self.rest = bytes(view[sent:nbytes])
+                    self.transport.pause_reading()  # until the window takes the rest
+                    self._wake()
+        finally:
+            READ_BUFFERS.give(buf)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        return True  # the other direction may still be writing to it
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._buf is not None:
+            READ_BUFFERS.give(self._buf)
+            self._buf = None
+        if exc is not None and self.error is None:
+            self.error = exc
+        self.eof = True
+        self.can_write.set()
+        if not self.lost.done():
+            self.lost.set_result(None)
+        self._wake()
+
+    def pause_writing(self) -> None:
+        self.can_write.clear()
+
+    def resume_writing(self) -> None:
+        self.can_write.set()
+
+
+async def _link_to_channel(
+    link: _LocalLink, transport: asyncio.Transport, notifier: Notifier, first: bytes
+) -> None:
+    channel = link.channel
+    pending = first
+    while True:
+        view = memoryview(pending)
+        while view:
+            event = notifier.event()
+            try:
+                sent = channel.write(view)
+            except ChannelClosed:
+                raise SessionLost("SSH session lost") from None
+            if sent:
+                view = view[sent:]
+            else:
+                await event.wait()  # the peer's window is full
+        pending = b""
+        event = notifier.event()
+        if link.error is not None:
+            raise link.error
+        if link.rest:
+            pending, link.rest = link.rest, b""
+            continue
+        if not link.lost.done() and not link.eof:
+            transport.resume_reading()
+            await event.wait()
+            continue
+        if link.lost.done() and not link.eof:
+            raise ConnectionResetError("local connection lost")
+        break
+    channel.write_eof()
+
+
+async def _channel_to_link(
+    link: _LocalLink, transport: asyncio.Transport, notifier: Notifier
+) -> None:
+    channel = link.channel
+    while True:
+        parts = await notifier.poll(lambda: channel.read_chunks(READ_SIZE))
+        if not parts:
+            if channel.lost:
+                raise SessionLost("SSH session lost")
+            break
+        if link.lost.done():
+            raise ConnectionResetError("local connection lost")
+        for part in parts:
+            transport.write(part)
+        await link.can_write.wait()
+    if link.lost.done():
+        raise ConnectionResetError("local connection lost")
+    transport.write_eof()
+
+
+def _adopt(
+    local: tuple[asyncio.StreamReader, asyncio.StreamWriter], link: _LocalLink
+) -> tuple[asyncio.Transport, bytes] | None:
+    """Take the local socket from its streams: its transport now talks to
+    ``link``.  Returns the transport and the bytes the reader had buffered;
+    None if that cannot be done (the streams then carry on)."""
+    reader, writer = local
+    transport = writer.transport
+    buffered = getattr(reader, "_buffer", None)
+    if (
+        not isinstance(transport, asyncio.Transport)
+        or not isinstance(buffered, bytearray)
+        or reader.exception() is not None
+        or transport.is_closing()
+        or transport.get_write_buffer_size()
+    ):
+        return None
+    transport.pause_reading()
+    leftover = bytes(buffered)
+    buffered.clear()
+    link.eof = reader.at_eof() or bool(getattr(reader, "_eof", False))
+    link.transport = transport
+    transport.set_protocol(link)
+    transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+    return transport, leftover
+
+
+async def _splice_link(
+    local: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+    channel: Channel,
+    first: bytes,
+) -> bool:
+    """The tunnel splice on an adopted socket; False if it could not adopt it."""
+    notifier = Notifier()
+    link = _LocalLink(channel, notifier)
+    adopted = _adopt(local, link)
+    if adopted is None:
+        return False
+    transport, leftover = adopted
+    channel.set_waker(notifier.wake)
+    up = asyncio.ensure_future(_link_to_channel(link, transport, notifier, first + leftover))
+    down = asyncio.ensure_future(_channel_to_link(link, transport, notifier))
+    completed = False
+    try:
+        completed = await _both(up, down)
+        if completed:
+            transport.close()  # a FIN after what is buffered...
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await asyncio.shield(link.lost)
+    finally:
+        if not completed:
+            set_reset_on_close(local[1])  # broken or cancelled: RST
+        if not link.lost.done():
+            transport.abort()  # ...unless the peer stopped reading
+        channel.set_waker(None)
+        channel.close()
+    return True
+
+
+async def _both(up: asyncio.Future[None], down: asyncio.Future[None]) -> bool:
+    """Wait for both directions; True if both ended cleanly (else both are stopped)."""
     completed = False
     try:
         pending: set[asyncio.Future[None]] = {up, down}
@@ -316,6 +477,38 @@ async def splice(
         for t in (up, down):
             with contextlib.suppress(BaseException):
                 await t
+    return completed
+
+
+async def splice(
+    local: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+    remote: tuple[asyncio.StreamReader, asyncio.StreamWriter] | Channel,
+    first: bytes = b"",
+) -> None:
+    """Copy both ways until both ends are done; reset ``local`` if the tunnel broke.
+
+    ``remote`` is a stream pair or, for a tunnel, the engine channel itself:
+    its chunks then go to the socket with no stream buffer in between, and
+    ``first`` (bytes the client sent early, say after its SOCKS request) goes
+    to the channel before anything read from ``local``.
+    """
+    lr, lw = local
+    if isinstance(remote, Channel) and await _splice_link(local, remote, first):
+        return
+    if isinstance(remote, Channel):
+        notifier = Notifier()
+        remote.set_waker(notifier.wake)
+        up = asyncio.ensure_future(_to_channel(lr, remote, notifier, first))
+        down = asyncio.ensure_future(_from_channel(remote, lw, notifier))
+    else:
+        if first:
+            remote[1].write(first)
+        up = asyncio.ensure_future(_copy(lr, remote[1]))
+        down = asyncio.ensure_future(_copy(remote[0], lw))
+    completed = False
+    try:
+        completed = await _both(up, down)
+    finally:
         if completed:
             await _close(lw)
         else:
