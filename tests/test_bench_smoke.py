@@ -15,19 +15,15 @@ from helpers import clean_env
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def throughput_command(out_json: Path, *args: str) -> list[str]:
+    """``bench/throughput.py`` with ``args``, writing its table to ``out_json``."""
+    return [sys.executable, str(ROOT / "bench" / "throughput.py"), *args, "--json", str(out_json)]
+
+
 def test_bench_smoke(tmp_path: Path) -> None:
     out_json = tmp_path / "bench.json"
     out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "throughput.py"),
-            "--size",
-            "32",
-            "--rounds",
-            "1",
-            "--json",
-            str(out_json),
-        ],
+        throughput_command(out_json, "--size", "32", "--rounds", "1"),
         capture_output=True,
         text=True,
         timeout=600,
@@ -65,24 +61,11 @@ def test_bench_pinned(tmp_path: Path) -> None:
     the running processes' affinity), and the table says so."""
     out_json = tmp_path / "bench.json"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "throughput.py"),
-            "--pin",
-            "--size",
-            "64",
-            "--rounds",
-            "2",
-            "--backends",
-            "trio",
-            "--engines",
-            "sansio",
-            "--ciphers",
-            "aes128-gcm@openssh.com",
-            "--no-tls",
-            "--json",
-            str(out_json),
-        ],
+        throughput_command(
+            out_json,
+            *("--pin", "--size", "64", "--rounds", "2", "--backends", "trio"),
+            *("--engines", "sansio", "--ciphers", "aes128-gcm@openssh.com", "--no-tls"),
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from ..pumping import READ_SIZE, Reads
 from ..ssh.engine import ByteSession
+from .flow import FlowProtocol
 from .wake import Notifier
 
 #: Sealed packets the transport may hold before the writer waits for the socket.
@@ -39,7 +40,7 @@ def prepare(sock: socket.socket) -> socket.socket:
     return sock
 
 
-class _Link(asyncio.BufferedProtocol):
+class _Link(FlowProtocol):
     """The SSH socket as an asyncio protocol: each read lands in the engine's
     own receive buffer and is processed in the loop's read callback, with no
     task switch and no per-read registration with epoll."""
@@ -49,9 +50,7 @@ class _Link(asyncio.BufferedProtocol):
         self._wake = wake
         self._spare: bytearray | None = None  # for a session without get_buffer
         self.ended = False
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.can_write = asyncio.Event()
-        self.can_write.set()
+        super().__init__()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         view = self.reads.buffer()
@@ -81,16 +80,8 @@ class _Link(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._end()
-        self.can_write.set()
-        if not self.lost.done():
-            self.lost.set_result(None)
+        self._mark_lost()
         self._wake()
-
-    def pause_writing(self) -> None:
-        self.can_write.clear()
-
-    def resume_writing(self) -> None:
-        self.can_write.set()
 
 
 async def _wait_timer(session: ByteSession, event: asyncio.Event) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..buffers import READ_BUFFERS
 from ..ssh.engine import Channel, ChannelClosed
+from .flow import FlowProtocol
 from .wake import Notifier
 
 READ_SIZE = 256 * 1024
@@ -230,6 +231,21 @@ async def _close(writer: asyncio.StreamWriter) -> None:
         await writer.wait_closed()
 
 
+async def _write_all(channel: Channel, data: bytes, notifier: Notifier) -> None:
+    """All of ``data`` into the channel, waiting while the peer's window is full."""
+    view = memoryview(data)
+    while view:
+        event = notifier.event()
+        try:
+            sent = channel.write(view)
+        except ChannelClosed:
+            raise SessionLost("SSH session lost") from None
+        if sent:
+            view = view[sent:]
+        else:
+            await event.wait()
+
+
 async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     while True:
         data = await reader.read(READ_SIZE)
@@ -246,31 +262,23 @@ async def _to_channel(
 ) -> None:
     data = first
     while True:
-        if data:
-            view = memoryview(data)
-            while view:
-                event = notifier.event()
-                try:
-                    sent = channel.write(view)
-                except ChannelClosed:
-                    raise SessionLost("SSH session lost") from None
-                if sent:
-                    view = view[sent:]
-                else:
-                    await event.wait()  # the peer's window is full
+        await _write_all(channel, data, notifier)
         data = await reader.read(READ_SIZE)
         if not data:
             break
     channel.write_eof()
 
 
+async def _chunks(channel: Channel, notifier: Notifier) -> list[bytes | memoryview]:
+    """The channel's next chunks; ``[]`` at its clean end, ``SessionLost`` if cut."""
+    parts = await notifier.poll(lambda: channel.read_chunks(READ_SIZE))
+    if not parts and channel.lost:
+        raise SessionLost("SSH session lost")
+    return parts
+
+
 async def _from_channel(channel: Channel, writer: asyncio.StreamWriter, notifier: Notifier) -> None:
-    while True:
-        parts = await notifier.poll(lambda: channel.read_chunks(READ_SIZE))
-        if not parts:
-            if channel.lost:
-                raise SessionLost("SSH session lost")
-            break
+    while parts := await _chunks(channel, notifier):
         for part in parts:
             writer.write(part)
         await writer.drain()
@@ -278,7 +286,7 @@ async def _from_channel(channel: Channel, writer: asyncio.StreamWriter, notifier
         writer.write_eof()
 
 
-class _LocalLink(asyncio.BufferedProtocol):
+class _LocalLink(FlowProtocol):
     """A tunnel's local socket once its streams are done with: what it reads
     goes into the channel in the loop's read callback (through a pooled
     buffer, copied once into SSH packets), and writes to it have their own
@@ -292,10 +300,8 @@ class _LocalLink(asyncio.BufferedProtocol):
         self.rest = b""
         self.eof = False
         self.error: BaseException | None = None
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.can_write = asyncio.Event()
-        self.can_write.set()
         self._buf: bytearray | None = None
+        super().__init__()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._buf is None:
@@ -333,16 +339,8 @@ class _LocalLink(asyncio.BufferedProtocol):
         if exc is not None and self.error is None:
             self.error = exc
         self.eof = True
-        self.can_write.set()
-        if not self.lost.done():
-            self.lost.set_result(None)
+        self._mark_lost()
         self._wake()
-
-    def pause_writing(self) -> None:
-        self.can_write.clear()
-
-    def resume_writing(self) -> None:
-        self.can_write.set()
 
 
 async def _link_to_channel(
@@ -351,17 +349,7 @@ async def _link_to_channel(
     channel = link.channel
     pending = first
     while True:
-        view = memoryview(pending)
-        while view:
-            event = notifier.event()
-            try:
-                sent = channel.write(view)
-            except ChannelClosed:
-                raise SessionLost("SSH session lost") from None
-            if sent:
-                view = view[sent:]
-            else:
-                await event.wait()  # the peer's window is full
+        await _write_all(channel, pending, notifier)
         pending = b""
         event = notifier.event()
         if link.error is not None:
@@ -382,13 +370,7 @@ async def _link_to_channel(
 async def _channel_to_link(
     link: _LocalLink, transport: asyncio.Transport, notifier: Notifier
 ) -> None:
-    channel = link.channel
-    while True:
-        parts = await notifier.poll(lambda: channel.read_chunks(READ_SIZE))
-        if not parts:
-            if channel.lost:
-                raise SessionLost("SSH session lost")
-            break
+    while parts := await _chunks(link.channel, notifier):
         if link.lost.done():
             raise ConnectionResetError("local connection lost")
         for part in parts:
