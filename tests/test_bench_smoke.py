@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -132,8 +133,13 @@ def test_bench_suite_quick(tmp_path: Path) -> None:
     for row in rows.values():
         assert row["wraith"] > 0, row
         assert row["peer"] is not None, row
-        # sshd's RSS may not grow at all for the few idle channels of --quick.
-        assert row["peer"] >= 0 if row["id"].startswith("memory/") else row["peer"] > 0, row
+        if row["id"].startswith("memory/"):
+            # sshd's figure is for information: for the few idle channels of
+            # --quick its RSS may not grow at all, or even shrink a little
+            # (pages freed after the warm-up): any finite number.
+            assert math.isfinite(row["peer"]), row
+        else:
+            assert row["peer"] > 0, row
         assert row["ratio"] is None or row["ratio"] > 0, row
         assert isinstance(row["meets"], bool), row
     assert rows["startup"]["ratio"] is None  # an absolute target
