@@ -769,64 +769,52 @@ def make_row(
     }
 
 
+def _rate_rows(
+    res: dict[str, Any],
+    backends: list[str],
+    kind: str,
+    label: str,
+    suffix: str,
+    peer: str,
+    target: str,
+    ratio: float,
+) -> list[dict[str, Any]]:
+    """Up and down rows per backend: ``wraith-BACKEND-sansio{suffix}`` against ``peer``."""
+    return [
+        make_row(
+            f"{kind}-{d}/{backend}",
+            f"{label} {d} ({backend})",
+            "MB/s",
+            res[f"wraith-{backend}-sansio{suffix}"][d]["median_mbps"],
+            peer,
+            res[peer][d]["median_mbps"],
+            target,
+            ratio_at_least=ratio,
+        )
+        for backend in backends
+        for d in ("up", "down")
+    ]
+
+
 def throughput_rows(table: dict[str, Any], backends: list[str]) -> list[dict[str, Any]]:
     res = table["results"]
-    rows = []
-    for backend in backends:
-        name = f"wraith-{backend}-sansio"
-        for d in ("up", "down"):
-            rows.append(
-                make_row(
-                    f"throughput-{d}/{backend}",
-                    f"single stream {d} ({backend})",
-                    "MB/s",
-                    res[name][d]["median_mbps"],
-                    "openssh",
-                    res["openssh"][d]["median_mbps"],
-                    ">= 0.8x OpenSSH",
-                    ratio_at_least=0.8,
-                )
-            )
+    rows = _rate_rows(
+        res, backends, "throughput", "single stream", "", "openssh", ">= 0.8x OpenSSH", 0.8
+    )
     if "asyncssh" in res:
-        for backend in backends:
-            name = f"wraith-{backend}-sansio"
-            for d in ("up", "down"):
-                rows.append(
-                    make_row(
-                        f"asyncssh-{d}/{backend}",
-                        f"vs asyncssh {d} ({backend})",
-                        "MB/s",
-                        res[name][d]["median_mbps"],
-                        "asyncssh",
-                        res["asyncssh"][d]["median_mbps"],
-                        ">= 1.2x asyncssh",
-                        ratio_at_least=1.2,
-                    )
-                )
+        rows += _rate_rows(
+            res, backends, "asyncssh", "vs asyncssh", "", "asyncssh", ">= 1.2x asyncssh", 1.2
+        )
     return rows
 
 
 def tls_rows(table: dict[str, Any], backends: list[str]) -> list[dict[str, Any]]:
     res = table["results"]
-    rows = []
     if "openssh/tls" not in res:
-        return rows
-    for backend in backends:
-        name = f"wraith-{backend}-sansio/tls"
-        for d in ("up", "down"):
-            rows.append(
-                make_row(
-                    f"tls-{d}/{backend}",
-                    f"TLS {d} ({backend})",
-                    "MB/s",
-                    res[name][d]["median_mbps"],
-                    "openssh/tls",
-                    res["openssh/tls"][d]["median_mbps"],
-                    ">= 0.7x OpenSSH+stunnel",
-                    ratio_at_least=0.7,
-                )
-            )
-    return rows
+        return []
+    return _rate_rows(
+        res, backends, "tls", "TLS", "/tls", "openssh/tls", ">= 0.7x OpenSSH+stunnel", 0.7
+    )
 
 
 def concurrency_row(c: dict[str, Any], backend: str) -> dict[str, Any]:

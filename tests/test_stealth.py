@@ -352,36 +352,22 @@ def test_a_wrong_stealth_path_is_a_clear_error(
     st = stealth_server(backend, tmp_path, keys, pki, f"http://127.0.0.1:{nginx.port}")
     try:
         wrong = "/" + "x" * 24
-        out = connect_once(
-            "--backend",
-            backend,
-            "-i",
-            str(keys.client),
-            "--host-key-fingerprint",
-            st.server.fingerprint,
-            "--tls-ca",
-            str(pki.ca),
-            "--stealth-path",
-            wrong,
-            "--no-reconnect",
-            f"tls://localhost:{st.port}",
-        )
+
+        def connect(*extra: str) -> subprocess.CompletedProcess[str]:
+            return connect_once(
+                *("--backend", backend, "-i", str(keys.client)),
+                *("--host-key-fingerprint", st.server.fingerprint, "--tls-ca", str(pki.ca)),
+                *extra,
+                "--no-reconnect",
+                f"tls://localhost:{st.port}",
+            )
+
+        out = connect("--stealth-path", wrong)
         assert out.returncode == 3, out.stderr
         assert "stealth upgrade refused" in out.stderr
         assert "404" in out.stderr and "--stealth-path" in out.stderr
         # Without --stealth-path the client hears HTTP, not SSH: also a clear error.
-        out = connect_once(
-            "--backend",
-            backend,
-            "-i",
-            str(keys.client),
-            "--host-key-fingerprint",
-            st.server.fingerprint,
-            "--tls-ca",
-            str(pki.ca),
-            "--no-reconnect",
-            f"tls://localhost:{st.port}",
-        )
+        out = connect()
         assert out.returncode == 3, out.stderr
     finally:
         st.server.proc.stop()
