@@ -489,9 +489,7 @@ class Transport:
             self._queue.append(payload + bytes(tail) if tail else payload)
             self._queue_bytes += size
             return
-        wire = self._writer.write(payload, tail)
-        self._out.append(wire)
-        self._out_bytes += len(wire)
+        self._emit_raw(self._writer.write(payload, tail))
         if self._writer.bytes_written - self._mark_out >= self._rekey_bytes:
             self._maybe_rekey()
 
@@ -519,8 +517,7 @@ class Transport:
             return got
         wire, got = self._writer.write_into(head, room, fill)
         if wire is not None:
-            self._out.append(wire)
-            self._out_bytes += len(wire)
+            self._emit_raw(wire)
             if self._writer.bytes_written - self._mark_out >= self._rekey_bytes:
                 self._maybe_rekey()
         return got
@@ -555,9 +552,7 @@ class Transport:
         self._out_bytes += len(data)
 
     def _emit(self, payload: bytes) -> None:
-        wire = self._writer.write(payload)
-        self._out.append(wire)
-        self._out_bytes += len(wire)
+        self._emit_raw(self._writer.write(payload))
 
     def _send_disconnect(self, reason: DisconnectReason, description: str) -> None:
         self._queue.clear()
