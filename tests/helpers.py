@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 WRAITH = [sys.executable, "-m", "wraith"]
 BACKENDS = ("trio", "asyncio")
@@ -253,6 +254,18 @@ def start_client(
 
 
 # --- loopback test servers -------------------------------------------------------
+
+
+def stop_process(proc: subprocess.Popen[Any], grace: float = 10) -> None:
+    """SIGTERM, then SIGKILL if ``grace`` seconds pass: a peer (nginx, say) that
+    is slow to stop must neither fail the test nor outlive it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 class EchoServer:

@@ -34,6 +34,7 @@ from helpers import (
     free_port,
     pattern_bytes,
     start_client,
+    stop_process,
 )
 
 from wraith.proto.proxyproto import build_v2
@@ -200,8 +201,7 @@ def test_nginx_front_real_client_address(
         log = "\n".join(server.stderr)
         assert "src=127.0.0.2" in log
     finally:
-        nginx.terminate()
-        nginx.wait(timeout=10)
+        stop_process(nginx)
         server.stop()
 
 

@@ -36,6 +36,7 @@ from helpers import (
     free_port,
     pattern_bytes,
     start_client,
+    stop_process,
 )
 from pki import Pki
 from test_tls import connect_once, pki  # noqa: F401  (pki is a fixture)
@@ -128,8 +129,7 @@ def nginx(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Nginx]
                     time.sleep(0.05)
         yield Nginx(port=port, tls_port=tls_port, root=d / "www")
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop_process(proc)
         log.close()
 
 
