@@ -133,6 +133,34 @@ def test_window_bounds_what_a_slow_reader_buffers() -> None:
     assert ch.write(block) > 0
 
 
+def test_window_grows_for_a_reader_that_keeps_up_and_not_past_its_cap() -> None:
+    p = Pair()
+    p.pump()
+    ch = open_channel(p)
+    (srv,) = p.server_channels
+    block = bytes(256 * 1024)
+    windows = []
+    for _ in range(400):  # 100 MiB, read as soon as it arrives
+        n = ch.write(block)
+        p.pump()
+        while srv.read(se.WINDOW):
+            pass
+        p.pump()
+        windows.append(p.client.ssh.connection.send_window(ch.id))  # type: ignore[union-attr]
+        assert n > 0
+    assert max(windows) > se.WINDOW  # it grew (2 MiB at first)
+    assert max(windows) <= se.MAX_WINDOW
+    # A reader that stops now holds at most the grown window, never more.
+    sent = 0
+    for _ in range(200):
+        n = ch.write(block)
+        sent += n
+        p.pump()
+        if n == 0:
+            break
+    assert se.WINDOW < sent <= se.MAX_WINDOW
+
+
 def test_lost_session_marks_channels_lost() -> None:
     p = Pair()
     p.pump()

@@ -382,6 +382,85 @@ def test_slow_reader_slows_the_sender() -> None:
         p.server.consume(sid, 501)  # only 500 are undelivered
 
 
+def _adjusts(conn: Connection) -> list[int]:
+    """The byte counts of the WINDOW_ADJUSTs ``conn`` queued."""
+    out = []
+    for payload in conn.payloads_to_send():
+        assert payload[0] == Msg.CHANNEL_WINDOW_ADJUST
+        out.append(int.from_bytes(payload[5:9], "big"))
+    return out
+
+
+def test_window_autotunes_while_the_reader_keeps_up() -> None:
+    """A reader that delivers everything at once doubles the window at each
+    re-opening, up to max_window, and no further."""
+    conn, cid = server_with_channel(window=1000, max_window=8000)
+    grants = []
+    for _ in range(12):
+        conn.receive_payload(data_payload(cid, bytes(500)))
+        events(conn)
+        conn.consume(cid, 500)
+        grants += _adjusts(conn)
+    # 1000 -> 2000 -> 4000 -> 8000: each doubling grants the consumed bytes
+    # plus the growth; once at 8000, re-openings come at half of it (4000).
+    assert grants == [500 + 1000, 1000 + 2000, 2000 + 4000]
+    # 2500 consumed since the last re-opening; 1500 more make half of 8000.
+    conn.receive_payload(data_payload(cid, bytes(1500)))
+    events(conn)
+    conn.consume(cid, 1500)
+    assert _adjusts(conn) == [4000]  # 8000 is the cap: no growth
+    # The peer may now have 8000 bytes in flight and not one more.
+    conn.receive_payload(data_payload(cid, bytes(8000)))
+    with pytest.raises(RemoteProtocolError, match="overrun"):
+        conn.receive_payload(data_payload(cid, b"x"))
+
+
+def test_window_does_not_grow_while_the_reader_lags() -> None:
+    """Re-opening with more than a quarter of the window undelivered keeps its size."""
+    conn, cid = server_with_channel(window=1000, max_window=8000)
+    conn.receive_payload(data_payload(cid, bytes(1000)))
+    events(conn)
+    conn.consume(cid, 500)  # 500 undelivered > 1000 / 4
+    assert _adjusts(conn) == [500]
+    conn.receive_payload(data_payload(cid, bytes(500)))
+    with pytest.raises(RemoteProtocolError, match="overrun"):
+        conn.receive_payload(data_payload(cid, b"x"))
+
+
+def test_window_growth_shares_one_budget_and_returns_it_on_close() -> None:
+    conn = Connection(Role.SERVER, window=1000, max_window=8000, growth_budget=1500)
+    cids = []
+    for sender in (7, 8):
+        conn.receive_payload(open_payload(sender=sender))
+        [request] = events(conn)
+        assert isinstance(request, ChannelOpenRequest)
+        conn.accept_open(request.channel_id)
+        cids.append(request.channel_id)
+    conn.payloads_to_send()
+
+    def read(cid: int, n: int) -> list[int]:
+        conn.receive_payload(data_payload(cid, bytes(n)))
+        events(conn)
+        conn.consume(cid, n)
+        return _adjusts(conn)
+
+    assert read(cids[0], 500) == [500 + 1000]  # first channel: 1000 of the 1500
+    assert read(cids[1], 500) == [500 + 500]  # second: the 500 left
+    assert read(cids[1], 750) == [750]  # budget spent: re-opened, not grown
+    conn.close(cids[0])
+    conn.receive_payload(message(Msg.CHANNEL_CLOSE, uint32(cids[0])))
+    events(conn)
+    conn.payloads_to_send()
+    assert read(cids[1], 750) == [750 + 1000]  # the closed channel's growth came back
+
+
+def test_max_window_below_window_is_refused() -> None:
+    with pytest.raises(LocalProtocolError, match="max_window"):
+        Connection(Role.SERVER, window=1000, max_window=999)
+    with pytest.raises(LocalProtocolError, match="growth_budget"):
+        Connection(Role.SERVER, growth_budget=-1)
+
+
 def test_window_overrun_is_a_protocol_error() -> None:
     conn, cid = server_with_channel(window=1000)
     conn.receive_payload(data_payload(cid, bytes(600)))
@@ -946,7 +1025,16 @@ class PairMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.p = Pair(
-            Connection(Role.CLIENT, window=3000, max_packet=1024, max_pending_global=4),
+            # The client's windows autotune (3000 up to 12000, 15000 of growth
+            # shared); the server's stay fixed.
+            Connection(
+                Role.CLIENT,
+                window=3000,
+                max_window=12000,
+                growth_budget=15000,
+                max_packet=1024,
+                max_pending_global=4,
+            ),
             Connection(Role.SERVER, window=2000, max_packet=512, max_pending_global=4),
         )
         self.sides = {"c": self.p.client, "s": self.p.server}
@@ -1077,10 +1165,19 @@ class PairMachine(RuleBasedStateMachine):
     def healthy(self) -> None:
         for conn in self.sides.values():
             assert conn.state is ConnectionState.OPEN
+            grown = 0
             for ch in conn._channels.values():
-                assert 0 <= ch.recv_window <= conn._window
+                assert conn._window <= ch.window <= conn._max_window
+                assert 0 <= ch.recv_window <= ch.window
                 assert ch.peer_window >= 0
-                assert ch.unconsumed <= conn._window
+                assert ch.unconsumed <= ch.window
+                grown += ch.window - conn._window
+            # Growth is only lent out: what channels hold plus what is left
+            # is the budget, and a channel's growth comes back when it closes.
+            if conn is self.p.client:
+                assert grown + conn._growth_left == 15000
+            else:
+                assert grown == 0  # max_window defaults to window: no autotuning
 
     def teardown(self) -> None:
         self.drain()

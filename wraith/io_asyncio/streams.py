@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import struct
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from ..buffers import READ_BUFFERS
@@ -26,6 +28,9 @@ from .flow import FlowProtocol
 from .wake import Notifier
 
 READ_SIZE = 256 * 1024
+#: Bytes one read callback of a :class:`_SocketFeed` moves before it lets the
+#: loop run other callbacks (it is called again while the socket has more).
+FEED_TURN = 1024 * 1024
 WRITE_HIGH_WATER = 2 * 1024 * 1024
 STREAM_LIMIT = 1024 * 1024
 
@@ -367,6 +372,96 @@ async def _link_to_channel(
     channel.write_eof()
 
 
+class _SocketFeed:
+    """A tunnel's local socket read straight into SSH packets (channels with
+    ``write_into``: the Sans-IO engine), from the loop's read callback.
+
+    Each read lands in the CHANNEL_DATA packet that carries it: no buffer of
+    our own, no copy, no task switch.  The socket's transport stays paused;
+    the feed reads through a duplicate of its descriptor (the loop lets only
+    one owner watch a descriptor).  While the peer's window is closed the
+    feed stops watching the socket, so nothing is read that cannot be sent;
+    :func:`_feed_to_channel` starts it again on the next wake-up.
+    """
+
+    def __init__(self, fd: int, channel: Channel, wake: Callable[[], None]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._fd = os.dup(fd)  # shares O_NONBLOCK with the socket
+        self.channel = channel
+        self._wake = wake
+        self.watching = False
+        self.eof = False
+        self.error: BaseException | None = None
+
+    def _fill(self, view: memoryview) -> int:
+        return os.readv(self._fd, [view])
+
+    def feed(self) -> bool:
+        """Move what the socket has into the channel; True while the socket
+        should be watched (it ran dry, or this turn's share is moved)."""
+        moved = 0
+        write_into = self.channel.write_into
+        fill = self._fill
+        while moved < FEED_TURN:
+            try:
+                n = write_into(fill)
+            except BlockingIOError:
+                return True
+            except ChannelClosed:
+                self.error = SessionLost("SSH session lost")
+                return False
+            except OSError as e:
+                self.error = e
+                return False
+            if n > 0:
+                moved += n
+            elif n == 0:
+                self.eof = True
+                return False
+            else:
+                return False  # the peer's window is closed
+        return True
+
+    def _readable(self) -> None:
+        if not self.feed():
+            self.stop()
+            self._wake()
+
+    def start(self) -> None:
+        if not self.watching:
+            self._loop.add_reader(self._fd, self._readable)
+            self.watching = True
+
+    def stop(self) -> None:
+        if self.watching:
+            self._loop.remove_reader(self._fd)
+            self.watching = False
+
+    def close(self) -> None:
+        self.stop()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+async def _feed_to_channel(feed: _SocketFeed, notifier: Notifier, first: bytes, eof: bool) -> None:
+    channel = feed.channel
+    await _write_all(channel, first, notifier)
+    feed.eof = eof
+    while True:
+        event = notifier.event()
+        if feed.error is not None:
+            raise feed.error
+        if feed.eof:
+            break
+        if not feed.watching and feed.feed():
+            feed.start()
+            continue
+        if feed.error is None and not feed.eof:
+            await event.wait()  # watching the socket, or the window is closed
+    channel.write_eof()
+
+
 async def _channel_to_link(
     link: _LocalLink, transport: asyncio.Transport, notifier: Notifier
 ) -> None:
@@ -421,17 +516,27 @@ async def _splice_link(
         return False
     transport, leftover = adopted
     channel.set_waker(notifier.wake)
-    up = asyncio.ensure_future(_link_to_channel(link, transport, notifier, first + leftover))
+    sock = transport.get_extra_info("socket")  # an asyncio TransportSocket
+    feed: _SocketFeed | None = None
+    if channel.supports_write_into and sock is not None and sock.fileno() >= 0:
+        feed = _SocketFeed(sock.fileno(), channel, notifier.wake)
+        up = asyncio.ensure_future(_feed_to_channel(feed, notifier, first + leftover, link.eof))
+    else:
+        up = asyncio.ensure_future(_link_to_channel(link, transport, notifier, first + leftover))
     down = asyncio.ensure_future(_channel_to_link(link, transport, notifier))
     completed = False
     try:
         completed = await _both(up, down)
+        if feed is not None:
+            feed.close()  # the transport's descriptor is the socket's last
         if completed:
             transport.close()  # a FIN after what is buffered...
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5):
                     await asyncio.shield(link.lost)
     finally:
+        if feed is not None:
+            feed.close()
         if not completed:
             set_reset_on_close(local[1])  # broken or cancelled: RST
         if not link.lost.done():

@@ -75,11 +75,24 @@ if TYPE_CHECKING:  # the server's side: a client never imports these
 log = logging.getLogger("wraith.ssh")
 
 VERSION = "SSH-2.0-Wraith_0.1"
-#: Receive window and largest CHANNEL_DATA we accept or send, per channel.
-#: (OpenSSH refuses packets over 256 KiB, so data stays well below that.)
+#: Receive window per channel at first, and how far it grows while the
+#: channel's reader keeps up (see ``Connection``): a bulk stream is not held
+#: back waiting for window space, while a channel whose reader lags never
+#: holds more than its window undelivered.
 WINDOW = 2 * 1024 * 1024
+MAX_WINDOW = 16 * 1024 * 1024
+#: Window growth all of a session's channels may hold at once (see ``Connection``).
+WINDOW_GROWTH_BUDGET = 64 * 1024 * 1024
+#: Largest CHANNEL_DATA we accept or send, per channel.
+#: (OpenSSH refuses packets over 256 KiB, so data stays well below that.)
 MAX_PACKET = 128 * 1024
-_CONNECTION_ARGS = {"window": WINDOW, "max_packet": MAX_PACKET, "max_send_packet": MAX_PACKET}
+_CONNECTION_ARGS = {
+    "window": WINDOW,
+    "max_window": MAX_WINDOW,
+    "growth_budget": WINDOW_GROWTH_BUDGET,
+    "max_packet": MAX_PACKET,
+    "max_send_packet": MAX_PACKET,
+}
 
 
 def _transport_args(settings: SSHSettings) -> dict[str, Any]:

@@ -27,7 +27,9 @@ never buffers, so 0 means "wait for ``WindowAdjusted``".  Receiving: we grant
 the peer ``window`` bytes.  ``ChannelData`` events hand the bytes out, and the
 window is re-opened only for bytes the caller reports delivered with
 ``consume()``, once half the window is: a slow reader stops the sender, and a
-channel never holds more than ``window`` bytes it has not delivered.  A peer
+channel never holds more than its window undelivered.  With ``max_window``
+above ``window`` the window autotunes: each re-opening that finds at most a
+quarter of it undelivered also doubles it, up to ``max_window``.  A peer
 that sends more than the window, or more than ``max_packet`` in one message,
 ends the connection.  Extended data (stderr) is counted against the window and
 dropped: a TCP tunnel has nowhere to put it.  Data that arrives after we sent
@@ -222,7 +224,8 @@ _WE_MAY_SEND = frozenset({_CS.OPEN, _CS.EOF_RECEIVED})
 
 class _Channel:
     """One channel's bookkeeping.  Invariant while the peer may send:
-    ``recv_window + unconsumed + consumed == window``."""
+    ``recv_window + unconsumed + consumed == window``, where ``window`` (what
+    we have granted in all) only grows, up to the connection's ``max_window``."""
 
     __slots__ = (
         "blocked",
@@ -236,6 +239,7 @@ class _Channel:
         "recv_window",
         "state",
         "unconsumed",
+        "window",
     )
 
     def __init__(self, local_id: int, kind: str, state: ChannelState, window: int) -> None:
@@ -247,6 +251,7 @@ class _Channel:
         self.peer_window = 0
         self.peer_max_packet = 0
         self.recv_window = window
+        self.window = window
         self.unconsumed = 0
         self.consumed = 0
         self.blocked = False
@@ -289,8 +294,17 @@ class Connection:
     - ``max_pending_opens`` (256): unanswered opens, per direction.
     - ``max_pending_global`` (64): unanswered global requests, per direction;
       a peer that exceeds it ends the connection.
-    - ``window`` (2 MiB): the receive window we grant per channel, which is also
-      the most a channel ever holds undelivered.
+    - ``window`` (2 MiB): the receive window we grant a channel at first, which
+      is also the most it holds undelivered.
+    - ``max_window`` (``window``): how far a channel's window may grow.  When
+      half the window was delivered and at most a quarter is left undelivered
+      (the application keeps up), the WINDOW_ADJUST also doubles the window, up to
+      this: a fast stream is not held back by round trips for window space,
+      while a channel whose reader lags keeps the window it has.
+    - ``growth_budget`` (64 MiB): how much window growth all channels together
+      may hold at once (a channel's growth returns to it when it closes), so
+      the most a connection holds undelivered stays ``window`` per channel
+      plus this.
     - ``max_packet`` (256 KiB): the largest CHANNEL_DATA we accept, as announced;
       the transport must accept packets this big plus framing.
     - ``max_send_packet`` (256 KiB): the largest CHANNEL_DATA we send, whatever
@@ -305,6 +319,8 @@ class Connection:
         max_pending_opens: int = 256,
         max_pending_global: int = 64,
         window: int = 2 * 1024 * 1024,
+        max_window: int | None = None,
+        growth_budget: int = 64 * 1024 * 1024,
         max_packet: int = 256 * 1024,
         max_send_packet: int = 256 * 1024,
     ) -> None:
@@ -319,6 +335,14 @@ class Connection:
                 raise LocalProtocolError(f"{name} must be at least 1, got {value}")
         if not 1 <= window <= _U32_MAX:
             raise LocalProtocolError(f"window must be 1..2**32-1, got {window}")
+        if max_window is None:
+            max_window = window
+        if not window <= max_window <= _U32_MAX:
+            raise LocalProtocolError(
+                f"max_window must be window ({window})..2**32-1, got {max_window}"
+            )
+        if growth_budget < 0:
+            raise LocalProtocolError(f"growth_budget must be 0 or more, got {growth_budget}")
         for name, value in (("max_packet", max_packet), ("max_send_packet", max_send_packet)):
             if not MIN_PEER_MAX_PACKET <= value <= _U32_MAX:
                 raise LocalProtocolError(
@@ -329,7 +353,8 @@ class Connection:
         self._max_pending_opens = max_pending_opens
         self._max_pending_global = max_pending_global
         self._window = window
-        self._adjust_threshold = max(1, window // 2)
+        self._max_window = max_window
+        self._growth_left = growth_budget
         self._max_packet = max_packet
         self._max_send_packet = max_send_packet
         self._state = ConnectionState.OPEN
@@ -713,6 +738,7 @@ class Connection:
 
     def _free(self, ch: _Channel) -> None:
         del self._channels[ch.local_id]
+        self._growth_left += ch.window - self._window
         self._freed.append(ch.local_id)
         if self._peer_ids.get(ch.peer_id) == ch.local_id:
             del self._peer_ids[ch.peer_id]
@@ -753,11 +779,16 @@ class Connection:
         return ch
 
     def _maybe_adjust(self, ch: _Channel) -> None:
-        if ch.consumed >= self._adjust_threshold and ch.state in _PEER_MAY_SEND:
-            self._out.append(
-                message(Msg.CHANNEL_WINDOW_ADJUST, ch.peer_id_bytes, uint32(ch.consumed))
-            )
-            ch.recv_window += ch.consumed
+        if ch.consumed >= max(1, ch.window >> 1) and ch.state in _PEER_MAY_SEND:
+            grant = ch.consumed
+            if ch.unconsumed <= ch.window >> 2 and ch.window < self._max_window:
+                # The reader keeps up: double the window (autotuning).
+                grow = min(ch.window, self._max_window - ch.window, self._growth_left)
+                self._growth_left -= grow
+                ch.window += grow
+                grant += grow
+            self._out.append(message(Msg.CHANNEL_WINDOW_ADJUST, ch.peer_id_bytes, uint32(grant)))
+            ch.recv_window += grant
             ch.consumed = 0
 
     def _flush_replies(self) -> None:
