@@ -423,7 +423,12 @@ class _SocketFeed:
         return True
 
     def _readable(self) -> None:
-        if not self.feed():
+        try:
+            more = self.feed()
+        except Exception as exc:  # never leave a failing reader registered
+            self.error = exc
+            more = False
+        if not more:
             self.stop()
             self._wake()
 
