@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import pytest
 
@@ -82,25 +83,43 @@ class FakeChannel(Channel):
         return False
 
 
-def _pair() -> tuple[socket.socket, socket.socket]:
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    return a, b
+@dataclass
+class Running:
+    channel: FakeChannel
+    feed: _SocketFeed
+    task: asyncio.Future[None]
+    peer: socket.socket  # the other end of the socket the feed reads
+
+
+@contextlib.asynccontextmanager
+async def running_feed(window: int, first: bytes = b"") -> AsyncIterator[Running]:
+    """A feed reading one end of a socketpair into a ``FakeChannel``, running."""
+    local, peer = socket.socketpair()
+    local.setblocking(False)
+    channel = FakeChannel(window=window)
+    notifier = Notifier()
+    channel.set_waker(notifier.wake)
+    feed = _SocketFeed(local.fileno(), channel, notifier.wake)
+    task = asyncio.ensure_future(_feed_to_channel(feed, notifier, first, False))
+    try:
+        yield Running(channel, feed, task, peer)
+    finally:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        feed.close()
+        local.close()
+        peer.close()
 
 
 def test_feed_waits_for_the_window_and_delivers_everything_in_order() -> None:
     async def main() -> None:
-        local, peer = _pair()
-        channel = FakeChannel(window=10_000)
-        notifier = Notifier()
-        channel.set_waker(notifier.wake)
-        feed = _SocketFeed(local.fileno(), channel, notifier.wake)
-        task = asyncio.ensure_future(_feed_to_channel(feed, notifier, b"", False))
-        payload = os.urandom(100_000)
-        peer.setblocking(False)
-        sent = 0
-        shut_seen = False
-        try:
+        async with running_feed(10_000) as r:
+            channel, feed, task, peer = r.channel, r.feed, r.task, r.peer
+            payload = os.urandom(100_000)
+            peer.setblocking(False)
+            sent = 0
+            shut_seen = False
             for _ in range(3000):
                 if sent < len(payload):
                     with contextlib.suppress(BlockingIOError):
@@ -119,23 +138,14 @@ def test_feed_waits_for_the_window_and_delivers_everything_in_order() -> None:
             await asyncio.wait_for(task, 5)
             assert bytes(channel.got) == payload
             assert channel.eof  # the socket's EOF became the channel's
-        finally:
-            feed.close()
-            local.close()
-            peer.close()
 
     asyncio.run(main())
 
 
 def test_a_failing_channel_ends_the_feed_with_its_error() -> None:
     async def main() -> None:
-        local, peer = _pair()
-        channel = FakeChannel(window=1 << 20)
-        notifier = Notifier()
-        channel.set_waker(notifier.wake)
-        feed = _SocketFeed(local.fileno(), channel, notifier.wake)
-        task = asyncio.ensure_future(_feed_to_channel(feed, notifier, b"first", False))
-        try:
+        async with running_feed(1 << 20, b"first") as r:
+            channel, feed, task, peer = r.channel, r.feed, r.task, r.peer
             peer.sendall(b"abc")
             for _ in range(200):
                 if bytes(channel.got) == b"firstabc":
@@ -148,23 +158,14 @@ def test_a_failing_channel_ends_the_feed_with_its_error() -> None:
                 await asyncio.wait_for(task, 5)
             assert not feed.watching  # nothing left registered with the loop
             assert not channel.eof
-        finally:
-            feed.close()
-            local.close()
-            peer.close()
 
     asyncio.run(main())
 
 
 def test_an_unexpected_error_in_the_read_callback_stops_watching() -> None:
     async def main() -> None:
-        local, peer = _pair()
-        channel = FakeChannel(window=1 << 20)
-        notifier = Notifier()
-        channel.set_waker(notifier.wake)
-        feed = _SocketFeed(local.fileno(), channel, notifier.wake)
-        task = asyncio.ensure_future(_feed_to_channel(feed, notifier, b"", False))
-        try:
+        async with running_feed(1 << 20) as r:
+            channel, feed, task, peer = r.channel, r.feed, r.task, r.peer
             await asyncio.sleep(0.01)
             assert feed.watching
             channel.fail = RuntimeError("engine bug")
@@ -172,9 +173,5 @@ def test_an_unexpected_error_in_the_read_callback_stops_watching() -> None:
             with pytest.raises(RuntimeError, match="engine bug"):
                 await asyncio.wait_for(task, 5)
             assert not feed.watching
-        finally:
-            feed.close()
-            local.close()
-            peer.close()
 
     asyncio.run(main())
